@@ -1,0 +1,69 @@
+"""Find a Hugging Face hub model (e.g. 'gpt2') in the local cache -- never download.
+
+tinyroots does not reach the network. If a user has already downloaded a model with Hugging
+Face tools, its files sit in the hub cache:
+
+    $HF_HUB_CACHE (default ~/.cache/huggingface/hub)/models--<org>--<name>/snapshots/<rev>/
+
+and ``from_pretrained('gpt2')`` uses them from there.
+"""
+
+import os
+
+# GPT-2's checkpoints moved from 'gpt2' to 'openai-community/gpt2'; both cache names occur
+ALIASES = {
+    "gpt2": ("gpt2", "openai-community/gpt2"),
+    "gpt2-medium": ("gpt2-medium", "openai-community/gpt2-medium"),
+    "gpt2-large": ("gpt2-large", "openai-community/gpt2-large"),
+    "gpt2-xl": ("gpt2-xl", "openai-community/gpt2-xl"),
+    "distilgpt2": ("distilgpt2", "distilbert/distilgpt2"),
+}
+
+
+def hub_cache_dirs():
+    """Directories where the Hugging Face hub cache may live, most specific first."""
+    dirs = []
+    if os.environ.get("HF_HUB_CACHE"):
+        dirs.append(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        dirs.append(os.environ["HUGGINGFACE_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        dirs.append(os.path.join(os.environ["HF_HOME"], "hub"))
+    xdg = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    dirs.append(os.path.join(xdg, "huggingface", "hub"))
+    return list(dict.fromkeys(dirs))
+
+
+def _snapshot(repo_dir):
+    """The snapshot folder refs/main points at, else the newest one."""
+    snaps = os.path.join(repo_dir, "snapshots")
+    if not os.path.isdir(snaps):
+        return None
+    ref = os.path.join(repo_dir, "refs", "main")
+    if os.path.isfile(ref):
+        with open(ref) as f:
+            rev = f.read().strip()
+        if os.path.isdir(os.path.join(snaps, rev)):
+            return os.path.join(snaps, rev)
+    candidates = [os.path.join(snaps, d) for d in os.listdir(snaps)]
+    candidates = [c for c in candidates if os.path.isdir(c)]
+    return max(candidates, key=os.path.getmtime) if candidates else None
+
+
+def resolve_model_dir(name, required=("config.json",)):
+    """Map a hub name to a local snapshot directory holding ``required`` files, or raise."""
+    repo_ids = ALIASES.get(name, (name,))
+    searched = []
+    for cache in hub_cache_dirs():
+        for repo_id in repo_ids:
+            repo_dir = os.path.join(cache, "models--" + repo_id.replace("/", "--"))
+            searched.append(repo_dir)
+            snap = _snapshot(repo_dir)
+            if snap and all(os.path.exists(os.path.join(snap, r)) for r in required):
+                return snap
+    raise FileNotFoundError(
+        f"'{name}' is not a directory, and no local copy of the hub model '{name}' was found "
+        f"(looked in: {', '.join(searched)}). tinyroots never downloads. Either pass the path of "
+        "a directory holding config.json + model.safetensors (and vocab.json + merges.txt for "
+        "the tokenizer), or download the model once with Hugging Face tools, e.g. "
+        f"`huggingface-cli download {repo_ids[-1]}`, which fills the cache above.")

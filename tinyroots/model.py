@@ -1,0 +1,533 @@
+"""GPT-2, readable top to bottom: config, attention, MLP, block, model, generation.
+
+The architecture is exactly OpenAI's GPT-2 (and Hugging Face's GPT2LMHeadModel):
+
+    x = wte[ids] + wpe[positions]                       token + learned position embeddings
+    for each block:                                     pre-LayerNorm residual blocks
+        x = x + attn(ln_1(x))                           causal multi-head self-attention
+        x = x + mlp(ln_2(x))                            Linear -> GELU -> Linear
+    logits = ln_f(x) @ wte^T                            the head shares the embedding table
+
+Parameter names and shapes are Hugging Face's (``transformer.h.0.attn.c_attn.weight`` is (C, 3C)),
+so checkpoints move between the two without renaming.
+"""
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+import numpy as np
+
+from . import kernels as K
+from . import ops
+from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
+from .random import generator
+from .tensor import Tensor, no_grad
+
+
+@dataclass
+class GPTConfig:
+    """Shape and regularisation of a GPT. Defaults are GPT-2 small (124M parameters)."""
+
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    vocab_size: int = 50257
+    block_size: int = 1024          # the context length (Hugging Face: n_positions)
+    dropout: float = 0.0            # embedding, attention and residual dropout
+    bias: bool = True               # biases in Linear and LayerNorm (GPT-2: True)
+    n_inner: Optional[int] = None   # MLP hidden size; None means 4 * n_embd
+    layer_norm_epsilon: float = 1e-5
+    initializer_range: float = 0.02
+    bos_token_id: Optional[int] = None
+    eos_token_id: Optional[int] = None
+
+    def __post_init__(self):
+        for name in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by "
+                             f"n_head={self.n_head} (each head gets n_embd / n_head channels)")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.n_inner is not None and (not isinstance(self.n_inner, (int, np.integer))
+                                         or self.n_inner < 1):
+            raise ValueError(f"GPTConfig.n_inner must be a positive integer or None, "
+                             f"got {self.n_inner!r}")
+        for name in ("bos_token_id", "eos_token_id"):
+            value = getattr(self, name)
+            # subtle: Hugging Face configs often keep GPT-2's 50256 even for a smaller
+            # vocabulary; such an id is kept (it simply never occurs), not rejected
+            if value is not None and (isinstance(value, bool) or int(value) < 0):
+                raise ValueError(f"GPTConfig.{name} must be a token id >= 0 or None, "
+                                 f"got {value!r}")
+
+    @property
+    def head_size(self):
+        return self.n_embd // self.n_head
+
+    @property
+    def hidden_size(self):
+        return self.n_inner or 4 * self.n_embd
+
+    # -- Hugging Face config.json ---------------------------------------------------------------
+
+    def to_hf_dict(self):
+        """The config.json Hugging Face's GPT2LMHeadModel reads."""
+        d = {
+            "architectures": ["GPT2LMHeadModel"],
+            "model_type": "gpt2",
+            "vocab_size": self.vocab_size,
+            "n_positions": self.block_size,
+            "n_ctx": self.block_size,
+            "n_embd": self.n_embd,
+            "n_layer": self.n_layer,
+            "n_head": self.n_head,
+            "n_inner": self.n_inner,
+            "activation_function": "gelu_new",
+            "resid_pdrop": self.dropout,
+            "embd_pdrop": self.dropout,
+            "attn_pdrop": self.dropout,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "initializer_range": self.initializer_range,
+            "scale_attn_weights": True,
+            "tie_word_embeddings": True,
+            "torch_dtype": "float32",
+            "tinyroots": {"bias": self.bias},
+        }
+        if self.bos_token_id is not None:
+            d["bos_token_id"] = int(self.bos_token_id)
+        if self.eos_token_id is not None:
+            d["eos_token_id"] = int(self.eos_token_id)
+        return d
+
+    @classmethod
+    def from_hf_dict(cls, d, source="config.json"):
+        """Read a Hugging Face GPT-2 config (or one tinyroots wrote)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: expected a JSON object")
+        model_type = d.get("model_type", "gpt2")
+        if model_type != "gpt2":
+            raise ValueError(f"{source}: model_type is {model_type!r}; tinyroots loads GPT-2 "
+                             "models (model_type 'gpt2')")
+        act = d.get("activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"{source}: activation_function {act!r} is not supported (GPT-2 "
+                             "uses 'gelu_new', the tanh approximation)")
+        for key, bad in (("scale_attn_weights", False), ("scale_attn_by_inverse_layer_idx", True),
+                         ("add_cross_attention", True), ("tie_word_embeddings", False)):
+            if d.get(key, not bad) == bad:
+                raise ValueError(f"{source}: {key}={bad} is not supported by tinyroots")
+        try:
+            pdrops = [float(d.get(k, 0.0) or 0.0) for k in ("resid_pdrop", "embd_pdrop",
+                                                             "attn_pdrop")]
+            return cls(
+                n_layer=int(d["n_layer"]), n_head=int(d["n_head"]), n_embd=int(d["n_embd"]),
+                vocab_size=int(d["vocab_size"]),
+                block_size=int(d.get("n_positions", d.get("n_ctx", 1024))),
+                dropout=max(pdrops),
+                bias=bool(d.get("tinyroots", {}).get("bias", True)),
+                n_inner=None if d.get("n_inner") is None else int(d["n_inner"]),
+                layer_norm_epsilon=float(d.get("layer_norm_epsilon", 1e-5)),
+                initializer_range=float(d.get("initializer_range", 0.02)),
+                bos_token_id=d.get("bos_token_id"),
+                eos_token_id=_first_id(d.get("eos_token_id")),
+            )
+        except KeyError as exc:
+            raise ValueError(f"{source}: missing key {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from None
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"GPTConfig: unknown key(s) {', '.join(unknown)}; known keys are "
+                             f"{', '.join(sorted(known))}")
+        return cls(**d)
+
+
+def _first_id(value):
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+class ModelOutput:
+    """What GPT.forward returns: ``.loss`` and ``.logits`` (Tensors or None).
+
+    Like Hugging Face's output it also indexes as a tuple of the fields that are set, so
+    ``loss, logits = out[:2]`` works when labels were given and ``logits = out[0]`` when not.
+    """
+
+    def __init__(self, loss=None, logits=None):
+        self.loss = loss
+        self.logits = logits
+
+    def to_tuple(self):
+        return tuple(v for v in (self.loss, self.logits) if v is not None)
+
+    def __getitem__(self, index):
+        if isinstance(index, str):
+            return getattr(self, index)
+        return self.to_tuple()[index]
+
+    def __iter__(self):
+        return iter(self.to_tuple())
+
+    def __len__(self):
+        return len(self.to_tuple())
+
+    def __repr__(self):
+        loss = "None" if self.loss is None else f"{float(self.loss):.4f}"
+        shape = None if self.logits is None else self.logits.shape
+        return f"ModelOutput(loss={loss}, logits shape={shape})"
+
+
+# ---------------------------------------------------------------------------------------------
+# the KV cache: keys and values of every position seen so far, so each new token costs O(T)
+
+
+class KVCache:
+    """Per-layer key/value buffers for incremental decoding.
+
+    k[layer], v[layer] are (B, NH, max_len, HS); the first ``length`` positions are filled.
+    Each forward step writes the new positions' keys and values and attends over all of them.
+    """
+
+    def __init__(self, config, batch_size, max_len, dtype=np.float32):
+        shape = (batch_size, config.n_head, max_len, config.head_size)
+        self.k = [np.zeros(shape, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [np.zeros(shape, dtype=dtype) for _ in range(config.n_layer)]
+        self.max_len = max_len
+        self.length = 0
+
+    def attend(self, layer, qkv, n_head):
+        """qkv (B, T, 3C) for T new positions -> attention output (B, T, C)."""
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        if self.length + T > self.max_len:
+            raise ValueError(f"KVCache: {self.length} cached + {T} new positions exceed its "
+                             f"size {self.max_len}")
+        heads = qkv.reshape(B, T, 3, n_head, C // n_head).transpose(2, 0, 3, 1, 4)
+        q = np.ascontiguousarray(heads[0])                                 # (B, NH, T, HS)
+        self.k[layer][:, :, self.length:self.length + T] = heads[1]
+        self.v[layer][:, :, self.length:self.length + T] = heads[2]
+        y = K.attention_decode(q, self.k[layer], self.v[layer], self.length)  # (B, NH, T, HS)
+        return np.ascontiguousarray(y.transpose(0, 2, 1, 3)).reshape(B, T, C)
+
+
+# ---------------------------------------------------------------------------------------------
+# the blocks
+
+
+class CausalSelfAttention(Module):
+    def __init__(self, config):
+        super().__init__()
+        C = config.n_embd
+        proj_std = config.initializer_range / math.sqrt(2 * config.n_layer)
+        self.c_attn = Linear(C, 3 * C, bias=config.bias, std=config.initializer_range)
+        # the residual projection is scaled down by 1/sqrt(2 n_layer): each block adds two
+        # residual branches, and this keeps the residual stream's variance from growing with depth
+        self.c_proj = Linear(C, C, bias=config.bias, std=proj_std)
+        self.resid_dropout = Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.attn_dropout = config.dropout
+
+    def forward(self, x, cache=None, layer=0):
+        qkv = self.c_attn(x)                                               # (B, T, 3C)
+        if cache is None:
+            y = ops.attention(qkv, self.n_head, self.attn_dropout, self.training)  # (B, T, C)
+        else:
+            y = Tensor(cache.attend(layer, qkv.data, self.n_head))         # inference only
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(Module):
+    def __init__(self, config):
+        super().__init__()
+        C, H = config.n_embd, config.hidden_size
+        self.c_fc = Linear(C, H, bias=config.bias, std=config.initializer_range)
+        self.c_proj = Linear(H, C, bias=config.bias,
+                             std=config.initializer_range / math.sqrt(2 * config.n_layer))
+        self.dropout = Dropout(config.dropout)
+
+    def forward(self, x):
+        h = ops.linear_gelu(x, self.c_fc.weight, self.c_fc.bias)          # (B, T, 4C)
+        return self.dropout(self.c_proj(h))                                # (B, T, C)
+
+
+class Block(Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, config.layer_norm_epsilon, config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, config.layer_norm_epsilon, config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class Transformer(Module):
+    """The body: embeddings, blocks and final LayerNorm (Hugging Face's ``transformer``)."""
+
+    def __init__(self, config):
+        super().__init__()
+        std = config.initializer_range
+        self.wte = Embedding(config.vocab_size, config.n_embd, std)
+        self.wpe = Embedding(config.block_size, config.n_embd, std)
+        self.drop = Dropout(config.dropout)
+        self.h = ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = LayerNorm(config.n_embd, config.layer_norm_epsilon, config.bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+class GPT(Module):
+    """GPT-2 language model with a weight-tied head.
+
+        model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, vocab_size=65, block_size=64))
+        out = model(ids, labels=ids)         # ids: int array (B, T)
+        loss, logits = out[:2]               # logits (B, T, V)
+    """
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__()
+        if config is None:
+            config = GPTConfig(**kwargs)
+        elif kwargs:
+            raise TypeError("GPT: pass either a GPTConfig or keyword arguments, not both")
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT: config must be a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        self.transformer = Transformer(config)
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def forward(self, input_ids, labels=None, targets=None, kv_cache=None, return_logits=True,
+                last_only=False):
+        """Run the model.
+
+        input_ids     int array (B, T) or (T,)
+        labels        Hugging Face style: the same tokens as input_ids (-100 to ignore one);
+                      shifted inside, so position t is trained to predict labels[t + 1]
+        targets       nanoGPT style: already aligned, position t predicts targets[t]
+        kv_cache      a KVCache for incremental decoding (inference only)
+        return_logits False lets the loss reuse the logits buffer for their gradient (training)
+        last_only     compute logits for the last position only (generation)
+        Returns a ModelOutput with .loss (if labels/targets were given) and .logits.
+        """
+        cfg = self.config
+        ids = self._check_ids(input_ids, "input_ids")
+        B, T = ids.shape
+        start = kv_cache.length if kv_cache is not None else 0
+        if start + T > cfg.block_size:
+            raise ValueError(f"forward: sequence of {start + T} positions is longer than the "
+                             f"model's context (block_size={cfg.block_size}); crop input_ids "
+                             f"to the last {cfg.block_size} tokens")
+        if kv_cache is not None and self.training:
+            raise RuntimeError("forward: a kv_cache is for inference; call model.eval() first")
+        tgt = self._aligned_targets(labels, targets, ids.shape)
+
+        tr = self.transformer
+        tok = tr.wte(ids)                                                  # (B, T, C)
+        pos = tr.wpe(np.arange(start, start + T))                          # (T, C)
+        x = tr.drop(tok + pos)
+        for i, block in enumerate(tr.h):
+            x = block(x, kv_cache, i)
+        x = tr.ln_f(x)                                                     # (B, T, C)
+        if kv_cache is not None:
+            kv_cache.length += T
+        if last_only:
+            x = x[:, -1:, :]                                               # (B, 1, C)
+        logits = ops.linear_transposed(x, tr.wte.weight)                   # (B, T, V)
+
+        loss = None
+        if tgt is not None:
+            if last_only:
+                raise ValueError("forward: last_only=True cannot be combined with labels")
+            loss = ops.cross_entropy(logits, tgt, ignore_index=-100,
+                                     inplace=not return_logits)
+        return ModelOutput(loss=loss, logits=logits if (return_logits or loss is None) else None)
+
+    def _check_ids(self, ids, name):
+        if isinstance(ids, Tensor):
+            raise TypeError(f"forward: {name} must be an integer NumPy array, got a Tensor")
+        if hasattr(ids, "numpy") and not isinstance(ids, np.ndarray):  # a torch tensor
+            ids = ids.numpy()
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            raise TypeError(f"forward: {name} must be integer token ids, got dtype {ids.dtype}")
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        if ids.ndim != 2 or ids.shape[1] == 0:
+            raise ValueError(f"forward: {name} must have shape (B, T) with T >= 1, got "
+                             f"{ids.shape}")
+        V = self.config.vocab_size
+        if ids.min() < 0 or ids.max() >= V:
+            bad = int(ids.max() if ids.max() >= V else ids.min())
+            raise ValueError(f"forward: {name} contains token id {bad}, outside the vocabulary "
+                             f"0..{V - 1}")
+        return ids.astype(np.int64, copy=False)
+
+    def _aligned_targets(self, labels, targets, shape):
+        """Targets with target[t] the token position t must predict (-100: no loss there)."""
+        if labels is not None and targets is not None:
+            raise ValueError("forward: pass labels (shifted inside) or targets (aligned), "
+                             "not both")
+        given = labels if labels is not None else targets
+        if given is None:
+            return None
+        name = "labels" if labels is not None else "targets"
+        t = np.asarray(given.numpy() if hasattr(given, "numpy") else given)
+        if t.dtype.kind not in "iu":
+            raise TypeError(f"forward: {name} must be integer token ids, got dtype {t.dtype}")
+        if t.ndim == 1:
+            t = t[None, :]
+        if t.shape != shape:
+            raise ValueError(f"forward: {name} has shape {t.shape}, expected {shape} like "
+                             "input_ids")
+        t = t.astype(np.int64, copy=False)
+        if labels is not None:
+            # Hugging Face's shift: logits at t predict labels[t + 1]; the last position has
+            # nothing to predict, so it is ignored rather than sliced off (no copy of logits)
+            t = np.concatenate([t[:, 1:], np.full((shape[0], 1), -100, dtype=np.int64)], 1)
+        bad = (t != -100) & ((t < 0) | (t >= self.config.vocab_size))
+        if bad.any():
+            raise ValueError(f"forward: {name} contains {int(t[bad][0])}, which is neither a "
+                             f"token id (0..{self.config.vocab_size - 1}) nor -100")
+        return t
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def generate(self, input_ids, max_new_tokens=None, max_length=None, do_sample=False,
+                 temperature=1.0, top_k=None, top_p=None, seed=None, eos_token_id="config",
+                 pad_token_id=None, use_cache=True, streamer=None, **unused):
+        """Continue each row of input_ids; returns int64 ids (B, T + new).
+
+        Greedy by default (argmax), as Hugging Face's generate(). do_sample=True samples from
+        softmax(logits / temperature) restricted to the top_k most likely tokens and to the
+        smallest set whose probability reaches top_p. temperature=0 also means greedy.
+        With no length given, 20 new tokens. Generation stops early when every row has produced
+        eos_token_id (default: the config's). ``seed`` makes sampling reproducible on its own;
+        otherwise the global generator (tinyroots.manual_seed) is used. ``streamer`` receives
+        each new column of tokens: an object with put(ids)/end(), or a callable.
+        With use_cache=True the keys and values of past positions are cached (KVCache), so each
+        new token costs one position's work; the tokens are the same as without the cache.
+        """
+        unsupported = {k: v for k, v in unused.items()
+                       if k not in ("attention_mask", "num_beams", "output_scores")
+                       or (k == "num_beams" and v != 1)}
+        if unsupported:
+            raise TypeError(f"generate: unsupported argument(s) {', '.join(unsupported)}")
+        ids = self._check_ids(input_ids, "input_ids").copy()
+        B, T0 = ids.shape
+        if max_new_tokens is None:
+            max_new_tokens = max(max_length - T0, 0) if max_length is not None else 20
+        if max_new_tokens < 0:
+            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
+        if temperature is not None and temperature < 0:
+            raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"generate: top_k must be >= 1, got {top_k}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
+        if eos_token_id == "config":
+            eos_token_id = self.config.eos_token_id
+        pad = pad_token_id if pad_token_id is not None else eos_token_id
+        greedy = not do_sample or not temperature
+        rng = np.random.default_rng(seed) if seed is not None else generator()
+        block = self.config.block_size
+
+        was_training = self.training
+        self.eval()
+        out = [ids]
+        done = np.zeros(B, dtype=bool)
+        try:
+            with no_grad():
+                cache, context = None, ids
+                if use_cache and T0 <= block:
+                    cache = KVCache(self.config, B, block)
+                for _ in range(max_new_tokens):
+                    if cache is not None and cache.length + context.shape[1] > block:
+                        cache = None          # context is full: recompute over a sliding window
+                    if cache is None:
+                        context = np.concatenate(out, axis=1)[:, -block:]
+                    logits = self.forward(context, kv_cache=cache, last_only=True).logits
+                    next_ids = sample_next(logits.data[:, -1, :], greedy, temperature, top_k,
+                                           top_p, rng)
+                    if eos_token_id is not None:
+                        next_ids = np.where(done, pad, next_ids)
+                        done |= next_ids == eos_token_id
+                    out.append(next_ids[:, None])
+                    context = next_ids[:, None]
+                    if streamer is not None:
+                        (streamer.put if hasattr(streamer, "put") else streamer)(next_ids)
+                    if eos_token_id is not None and done.all():
+                        break
+        finally:
+            self.train(was_training)
+            if streamer is not None and hasattr(streamer, "end"):
+                streamer.end()
+        return np.concatenate(out, axis=1)
+
+    # -- utilities ------------------------------------------------------------------------------
+
+    def get_num_params(self, non_embedding=True):
+        """Parameter count; position embeddings excluded by default, as GPT-2 papers count."""
+        n = self.num_parameters()
+        if non_embedding:
+            n -= self.transformer.wpe.weight.size
+        return n
+
+    def save_pretrained(self, path, **kwargs):
+        """Write config.json + model.safetensors (Hugging Face GPT-2 layout) atomically."""
+        from .checkpoint import save_pretrained
+        return save_pretrained(self, path, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path, **kwargs):
+        """Load a directory written by save_pretrained or by Hugging Face (safetensors)."""
+        from .checkpoint import load_pretrained
+        return load_pretrained(path, model_class=cls, **kwargs)
+
+
+def sample_next(logits, greedy, temperature=1.0, top_k=None, top_p=None, rng=None):
+    """Pick one token per row from logits (B, V).
+
+    greedy: argmax. Otherwise: divide by temperature, keep the top_k largest, keep the smallest
+    set of tokens whose probabilities add up to top_p (always at least one), renormalise, draw.
+    """
+    if greedy:
+        return logits.argmax(axis=-1).astype(np.int64)
+    z = logits.astype(np.float64) / float(temperature)
+    V = z.shape[-1]
+    if top_k is not None and top_k < V:
+        kth = np.partition(z, V - top_k, axis=-1)[:, V - top_k][:, None]
+        z = np.where(z < kth, -np.inf, z)
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    p /= p.sum(axis=-1, keepdims=True)
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-p, axis=-1, kind="stable")
+        sorted_p = np.take_along_axis(p, order, axis=-1)
+        before = np.cumsum(sorted_p, axis=-1) - sorted_p      # mass of strictly likelier tokens
+        drop_sorted = before >= top_p                          # the first token is never dropped
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        p = np.where(drop, 0.0, p)
+        p /= p.sum(axis=-1, keepdims=True)
+    rng = rng if rng is not None else generator()
+    u = rng.random((p.shape[0], 1))
+    choice = (np.cumsum(p, axis=-1) < u).sum(axis=-1)
+    return np.minimum(choice, V - 1).astype(np.int64)

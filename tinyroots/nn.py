@@ -1,0 +1,252 @@
+"""Module and Parameter, and the layers a GPT is built from.
+
+A Module owns Parameters (tensors that the optimizer updates) and child Modules, registered
+simply by assigning them as attributes; ``named_parameters()`` walks that tree and yields dotted
+names such as ``transformer.h.0.attn.c_attn.weight``. That is all the bookkeeping a framework
+needs: the arithmetic is in ops.py.
+"""
+
+from collections import OrderedDict
+
+import numpy as np
+
+from . import ops
+from .random import generator
+from .tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that is a trainable weight: requires_grad is on, and Modules register it."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad=True, dtype=None):
+        super().__init__(data, requires_grad=requires_grad, dtype=dtype)
+
+    def __repr__(self):
+        return "Parameter" + super().__repr__()[len("Tensor"):]
+
+
+class Module:
+    """Base class of every layer. Subclasses set attributes and define ``forward``."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"{type(self).__name__}: call super().__init__() before "
+                               "assigning attributes")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    # -- the tree -----------------------------------------------------------------------------
+
+    def named_modules(self, prefix=""):
+        """Yield (name, module) for this module and every descendant, depth first."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return [m for _, m in self.named_modules()]
+
+    def children(self):
+        return list(self._modules.values())
+
+    def named_parameters(self, prefix="", remove_duplicate=True):
+        """Yield (dotted name, Parameter); a parameter shared by two modules is yielded once."""
+        seen = set()
+        for mod_name, module in self.named_modules(prefix):
+            for name, p in module._parameters.items():
+                if remove_duplicate:
+                    if id(p) in seen:
+                        continue
+                    seen.add(id(p))
+                yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self, trainable_only=False):
+        return int(sum(p.size for p in self.parameters()
+                       if p.requires_grad or not trainable_only))
+
+    def state_dict(self):
+        """OrderedDict name -> np.ndarray (the live arrays, not copies)."""
+        return OrderedDict((name, p.data) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays into the parameters with the same names.
+
+        Shapes must match exactly. With strict=True, a missing or unexpected name is an error.
+        Returns (missing, unexpected) name lists.
+        """
+        params = dict(self.named_parameters())
+        missing = [n for n in params if n not in state]
+        unexpected = [n for n in state if n not in params]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append("missing: " + ", ".join(missing[:8])
+                             + (" ..." if len(missing) > 8 else ""))
+            if unexpected:
+                parts.append("unexpected: " + ", ".join(unexpected[:8])
+                             + (" ..." if len(unexpected) > 8 else ""))
+            raise KeyError("load_state_dict: parameter names do not match (" + "; ".join(parts)
+                           + ")")
+        for name, p in params.items():
+            if name not in state:
+                continue
+            value = np.asarray(state[name])
+            if value.shape != p.shape:
+                raise ValueError(f"load_state_dict: '{name}' has shape {value.shape} in the "
+                                 f"state dict but {p.shape} in the model")
+            p.data[...] = value
+        return missing, unexpected
+
+    # -- modes and gradients ---------------------------------------------------------------------
+
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def requires_grad_(self, flag=True):
+        for p in self.parameters():
+            p.requires_grad = bool(flag)
+        return self
+
+    def apply(self, fn):
+        for m in self.modules():
+            fn(m)
+        return self
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in self._modules.items():
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        return lines[0] + ")" if len(lines) == 1 else "\n".join(lines) + "\n)"
+
+
+class ModuleList(Module):
+    """A list of modules, registered as children '0', '1', ... (GPT-2's ``transformer.h``)."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        for m in modules:
+            self.append(m)
+
+    def append(self, module):
+        setattr(self, str(len(self._modules)), module)
+        return self
+
+    def __getitem__(self, i):
+        items = list(self._modules.values())
+        return items[i] if not isinstance(i, slice) else ModuleList(items[i])
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# layers
+
+
+def normal(shape, std):
+    """Normal(0, std) initial weights from the global generator, float32."""
+    return generator().standard_normal(shape, dtype=np.float32) * np.float32(std)
+
+
+class Linear(Module):
+    """y = x @ weight + bias, weight stored (in_features, out_features) like GPT-2's Conv1D."""
+
+    def __init__(self, in_features, out_features, bias=True, std=0.02):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight = Parameter(normal((in_features, out_features), std))
+        self.bias = Parameter(np.zeros(out_features, dtype=np.float32)) if bias else None
+
+    def forward(self, x):
+        return ops.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """A (num_embeddings, dim) table; forward(ids) looks rows up."""
+
+    def __init__(self, num_embeddings, dim, std=0.02):
+        super().__init__()
+        self.weight = Parameter(normal((num_embeddings, dim), std))
+
+    def forward(self, ids):
+        return ops.embedding(self.weight, ids)
+
+    def extra_repr(self):
+        return f"{self.weight.shape[0]}, {self.weight.shape[1]}"
+
+
+class LayerNorm(Module):
+    """LayerNorm over the last axis with a learned scale (and shift, unless bias=False)."""
+
+    def __init__(self, dim, eps=1e-5, bias=True):
+        super().__init__()
+        self.eps = float(eps)
+        self.weight = Parameter(np.ones(dim, dtype=np.float32))
+        self.bias = Parameter(np.zeros(dim, dtype=np.float32)) if bias else None
+
+    def forward(self, x):
+        return ops.layernorm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+class Dropout(Module):
+    """Inverted dropout, active only in training mode."""
+
+    def __init__(self, p=0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x):
+        return ops.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"

@@ -1,0 +1,669 @@
+"""Every differentiable operation in one place: forward and backward side by side.
+
+Each op takes Tensors (or arrays / Python numbers, treated as constants), computes its output
+with NumPy or with a kernel from ``kernels`` (C++ or the NumPy reference), and returns a Tensor
+whose ``_backward(g)`` adds the gradient for each input. Read one op and you have read them all:
+
+    def mul(a, b):
+        out = a * b
+        def backward(g):                # g = dL/dout
+            a._accum(g * b)             # dL/da = g * b
+            b._accum(g * a)             # dL/db = g * a
+
+Conventions: shapes in docstrings use B, T, C, NH, HS, V (see ref.py). A backward never writes
+into ``g`` (the same array may be handed to several parents). Shape and dtype mistakes raise
+ShapeError / TypeError naming the op and the shapes, before any NumPy traceback can happen.
+"""
+
+import builtins
+import math
+
+import numpy as np
+
+from . import kernels as K
+from .random import generator
+from .tensor import Tensor, is_grad_enabled
+
+
+class ShapeError(ValueError):
+    """An op got tensors whose shapes do not fit together."""
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _as_tensor(x, like=None):
+    """Tensors pass through; arrays and numbers become constants (no gradient)."""
+    if isinstance(x, Tensor):
+        return x
+    dtype = like.dtype if like is not None else np.float32
+    return Tensor(np.asarray(x), dtype=dtype)
+
+
+def _pair(op, a, b):
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"{op}: expected at least one Tensor, got {type(a).__name__} and "
+                        f"{type(b).__name__}")
+    a = _as_tensor(a, like=b if isinstance(b, Tensor) else None)
+    b = _as_tensor(b, like=a)
+    if a.dtype != b.dtype:
+        raise TypeError(f"{op}: dtype mismatch, {a.dtype} {a.shape} and {b.dtype} {b.shape}; "
+                        "convert one of them first")
+    return a, b
+
+
+def _broadcast_error(op, a, b):
+    return ShapeError(f"{op}: shapes {a.shape} and {b.shape} cannot be broadcast together")
+
+
+def _unbroadcast(g, shape):
+    """Sum g over the axes that broadcasting added or stretched, so it has ``shape`` again.
+
+        (B, T, C) gradient for a (C,) bias -> summed over B and T -> (C,)
+    """
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if stretched:
+        g = g.sum(axis=stretched, keepdims=True)
+    return g
+
+
+def _rows(x):
+    """(..., C) -> (N, C), a view when possible."""
+    return x.reshape(-1, x.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise arithmetic with broadcasting
+
+
+def add(a, b):
+    """a + b, NumPy broadcasting. backward: g, summed back over broadcast axes."""
+    a, b = _pair("add", a, b)
+    try:
+        out = a.data + b.data
+    except ValueError:
+        raise _broadcast_error("add", a, b) from None
+
+    def backward(g):
+        if a.requires_grad:
+            a._accum(_unbroadcast(g, a.shape))
+        if b.requires_grad:
+            b._accum(_unbroadcast(g, b.shape))
+
+    return Tensor._from_op(out, (a, b), backward, "add")
+
+
+def sub(a, b):
+    """a - b. backward: g for a, -g for b."""
+    a, b = _pair("sub", a, b)
+    try:
+        out = a.data - b.data
+    except ValueError:
+        raise _broadcast_error("sub", a, b) from None
+
+    def backward(g):
+        if a.requires_grad:
+            a._accum(_unbroadcast(g, a.shape))
+        if b.requires_grad:
+            b._accum(_unbroadcast(-g, b.shape))
+
+    return Tensor._from_op(out, (a, b), backward, "sub")
+
+
+def mul(a, b):
+    """a * b. backward: forward was out = a * b, so da = g * b and db = g * a."""
+    a, b = _pair("mul", a, b)
+    try:
+        out = a.data * b.data
+    except ValueError:
+        raise _broadcast_error("mul", a, b) from None
+
+    def backward(g):
+        if a.requires_grad:
+            a._accum(_unbroadcast(g * b.data, a.shape))
+        if b.requires_grad:
+            b._accum(_unbroadcast(g * a.data, b.shape))
+
+    return Tensor._from_op(out, (a, b), backward, "mul")
+
+
+def div(a, b):
+    """a / b. backward: da = g / b, db = -g * a / b^2."""
+    a, b = _pair("div", a, b)
+    try:
+        out = a.data / b.data
+    except ValueError:
+        raise _broadcast_error("div", a, b) from None
+
+    def backward(g):
+        if a.requires_grad:
+            a._accum(_unbroadcast(g / b.data, a.shape))
+        if b.requires_grad:
+            b._accum(_unbroadcast(-g * out / b.data, b.shape))
+
+    return Tensor._from_op(out, (a, b), backward, "div")
+
+
+def neg(a):
+    """-a. backward: -g."""
+    a = _as_tensor(a)
+    return Tensor._from_op(-a.data, (a,), lambda g: a._accum(-g), "neg")
+
+
+def power(a, exponent):
+    """a ** p for a constant Python number p. backward: p * a^(p-1) * g."""
+    a = _as_tensor(a)
+    if isinstance(exponent, Tensor) or not np.isscalar(exponent):
+        raise TypeError("power: the exponent must be a Python number")
+    p = float(exponent)
+    out = a.data ** a.dtype.type(p)
+
+    def backward(g):
+        a._accum(g * (p * a.data ** a.dtype.type(p - 1.0)))
+
+    return Tensor._from_op(out, (a,), backward, "power")
+
+
+def abs(a):  # noqa: A001  (shadows the builtin inside this module only, as NumPy does)
+    """|a|. backward: sign(a) * g (0 at a == 0, as in PyTorch)."""
+    a = _as_tensor(a)
+    return Tensor._from_op(np.abs(a.data), (a,), lambda g: a._accum(g * np.sign(a.data)), "abs")
+
+
+def exp(a):
+    """e^a. backward: forward was out = exp(a), so da = g * out."""
+    a = _as_tensor(a)
+    out = np.exp(a.data)
+    return Tensor._from_op(out, (a,), lambda g: a._accum(g * out), "exp")
+
+
+def log(a):
+    """natural log. backward: g / a."""
+    a = _as_tensor(a)
+    return Tensor._from_op(np.log(a.data), (a,), lambda g: a._accum(g / a.data), "log")
+
+
+def tanh(a):
+    """tanh(a). backward: forward was out = tanh(a), so da = g * (1 - out^2)."""
+    a = _as_tensor(a)
+    out = np.tanh(a.data)
+    return Tensor._from_op(out, (a,), lambda g: a._accum(g * (1.0 - out * out)), "tanh")
+
+
+def relu(a):
+    """max(a, 0). backward: g where a > 0."""
+    a = _as_tensor(a)
+    return Tensor._from_op(np.maximum(a.data, 0), (a,),
+                           lambda g: a._accum(g * (a.data > 0)), "relu")
+
+
+def gelu(a):
+    """GPT-2's GELU, tanh form: 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))."""
+    a = _as_tensor(a)
+    out = K.gelu_forward(a.data)
+    return Tensor._from_op(out, (a,), lambda g: a._accum(K.gelu_backward(g, a.data)), "gelu")
+
+
+def where(mask, a, b):
+    """Elementwise mask ? a : b with a boolean constant mask. backward: g routed by the mask."""
+    a, b = _pair("where", a, b)
+    mask = np.asarray(mask, dtype=bool)
+    try:
+        out = np.where(mask, a.data, b.data)
+    except ValueError:
+        raise ShapeError(f"where: shapes {mask.shape}, {a.shape} and {b.shape} cannot be "
+                         "broadcast together") from None
+
+    def backward(g):
+        zero = np.zeros((), dtype=g.dtype)
+        if a.requires_grad:
+            a._accum(_unbroadcast(np.where(mask, g, zero), a.shape))
+        if b.requires_grad:
+            b._accum(_unbroadcast(np.where(mask, zero, g), b.shape))
+
+    return Tensor._from_op(out, (a, b), backward, "where")
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions
+
+
+def _norm_axis(op, axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if np.isscalar(axis) else tuple(axis)
+    out = []
+    for ax in axes:
+        if not -ndim <= ax < ndim:
+            raise ShapeError(f"{op}: axis {ax} is out of range for a tensor with {ndim} axes")
+        out.append(ax % ndim)
+    return tuple(out)
+
+
+def sum(a, axis=None, keepdims=False):  # noqa: A001
+    """Sum over axis (all axes by default). backward: g broadcast back to a's shape."""
+    a = _as_tensor(a)
+    axes = _norm_axis("sum", axis, a.ndim)
+    out = a.data.sum(axis=axes, keepdims=keepdims)
+
+    def backward(g):
+        if not keepdims:
+            g = np.expand_dims(g, axes)
+        a._accum(np.broadcast_to(g, a.shape))
+
+    return Tensor._from_op(np.asarray(out, dtype=a.dtype), (a,), backward, "sum")
+
+
+def mean(a, axis=None, keepdims=False):
+    """Mean over axis. backward: g / n broadcast back."""
+    a = _as_tensor(a)
+    axes = _norm_axis("mean", axis, a.ndim)
+    n = int(np.prod([a.shape[i] for i in axes])) if axes else 1
+    return mul(sum(a, axes, keepdims), 1.0 / max(n, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# shape manipulation
+
+
+def reshape(a, shape):
+    """Same data, new shape (one -1 allowed). backward: g reshaped back."""
+    a = _as_tensor(a)
+    shape = (shape,) if np.isscalar(shape) else tuple(shape)
+    try:
+        out = a.data.reshape(shape)
+    except ValueError:
+        raise ShapeError(f"reshape: cannot reshape a tensor of shape {a.shape} "
+                         f"({a.size} elements) into {shape}") from None
+    return Tensor._from_op(out, (a,), lambda g: a._accum(g.reshape(a.shape)), "reshape")
+
+
+def transpose(a, axes=None):
+    """Permute axes (reverse them by default). backward: the inverse permutation."""
+    a = _as_tensor(a)
+    if axes is not None and len(axes) == 1 and not np.isscalar(axes[0]):
+        axes = tuple(axes[0])
+    axes = tuple(reversed(range(a.ndim))) if not axes else tuple(axes)
+    if sorted(ax % a.ndim for ax in axes) != list(range(a.ndim)) or len(axes) != a.ndim:
+        raise ShapeError(f"transpose: axes {axes} are not a permutation of a tensor with shape "
+                         f"{a.shape}")
+    inverse = tuple(np.argsort([ax % a.ndim for ax in axes]))
+    return Tensor._from_op(a.data.transpose(axes), (a,),
+                           lambda g: a._accum(g.transpose(inverse)), "transpose")
+
+
+def _is_basic_index(index):
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis
+               for i in items)
+
+
+def getitem(a, index):
+    """a[index] (slices, integers, or integer/boolean arrays). backward: g scattered back."""
+    a = _as_tensor(a)
+    if isinstance(index, Tensor):
+        raise TypeError("getitem: index with a NumPy array, not a Tensor")
+    try:
+        out = a.data[index]
+    except IndexError as exc:
+        raise ShapeError(f"getitem: index {index!r} does not fit a tensor of shape "
+                         f"{a.shape}: {exc}") from None
+    basic = _is_basic_index(index)
+
+    def backward(g):
+        full = np.zeros_like(a.data)
+        if basic:
+            full[index] = g
+        else:
+            np.add.at(full, index, g)  # the same element may be picked twice
+        a._accum(full)
+
+    return Tensor._from_op(np.ascontiguousarray(out), (a,), backward, "getitem")
+
+
+def split(a, sections, axis=-1):
+    """Split along axis into equal parts (sections=int) or parts of the given sizes (list).
+
+        split(qkv (B, T, 3C), 3) -> [q, k, v], each (B, T, C)
+    """
+    a = _as_tensor(a)
+    axis = _norm_axis("split", axis, a.ndim)[0]
+    n = a.shape[axis]
+    if np.isscalar(sections):
+        if sections <= 0 or n % sections:
+            raise ShapeError(f"split: axis {axis} of size {n} does not split into {sections} "
+                             "equal parts")
+        sizes = [n // sections] * sections
+    else:
+        sizes = list(sections)
+        if builtins.sum(sizes) != n:
+            raise ShapeError(f"split: sizes {sizes} do not add up to {n} (axis {axis} of "
+                             f"{a.shape})")
+    parts, start = [], 0
+    for size in sizes:
+        index = (slice(None),) * axis + (slice(start, start + size),)
+        parts.append(getitem(a, index))
+        start += size
+    return parts
+
+
+def concat(tensors, axis=-1):
+    """Join tensors along an existing axis. backward: g cut back into the pieces."""
+    tensors = [_as_tensor(t) for t in tensors]
+    if not tensors:
+        raise ShapeError("concat: need at least one tensor")
+    try:
+        out = np.concatenate([t.data for t in tensors], axis=axis)
+    except ValueError:
+        raise ShapeError("concat: shapes " + ", ".join(str(t.shape) for t in tensors)
+                         + f" do not match outside axis {axis}") from None
+    bounds = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+
+    def backward(g):
+        for t, piece in zip(tensors, np.split(g, bounds, axis=axis)):
+            if t.requires_grad:
+                t._accum(np.ascontiguousarray(piece))
+
+    return Tensor._from_op(out, tuple(tensors), backward, "concat")
+
+
+# ---------------------------------------------------------------------------------------------
+# matrix products
+
+
+def matmul(a, b):
+    """a (..., M, K) @ b (..., K, N) -> (..., M, N); batch axes broadcast.
+
+    backward: da = g @ b^T, db = a^T @ g, each summed over batch axes it was broadcast along.
+    """
+    a, b = _pair("matmul", a, b)
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not line up "
+                         "(need (..., M, K) @ (..., K, N))")
+    same_batch = a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2]
+    kernel = K if same_batch else K.ref
+    try:
+        out = kernel.matmul_forward(a.data, b.data)
+    except ValueError:
+        raise ShapeError(f"matmul: batch axes of {a.shape} and {b.shape} cannot be "
+                         "broadcast together") from None
+
+    def backward(g):
+        da, db = kernel.matmul_backward(g, a.data, b.data)
+        if a.requires_grad:
+            a._accum(_unbroadcast(da, a.shape))
+        if b.requires_grad:
+            b._accum(_unbroadcast(db, b.shape))
+
+    return Tensor._from_op(out, (a, b), backward, "matmul")
+
+
+def linear(x, w, b=None):
+    """GPT-2's Conv1D: x (..., C) @ w (C, OC) + b (OC,) -> (..., OC).
+
+    backward (with x flattened to (N, C)): dx = g @ w^T, dw = x^T @ g, db = sum_n g.
+    """
+    x, w = _pair("linear", x, w)
+    if w.ndim != 2 or x.shape[-1] != w.shape[0]:
+        raise ShapeError(f"linear: input {x.shape} does not fit weight {w.shape} "
+                         "(need x (..., C) and w (C, OC))")
+    if b is not None:
+        b = _as_tensor(b, like=w)
+        if b.shape != (w.shape[1],):
+            raise ShapeError(f"linear: bias has shape {b.shape}, expected ({w.shape[1]},)")
+    lead = x.shape[:-1]
+    x2 = _rows(x.data)
+    out = K.linear_forward(x2, w.data, None if b is None else b.data).reshape(*lead, w.shape[1])
+
+    def backward(g):
+        dx, dw, db = K.linear_backward(_rows(g), x2, w.data, x.requires_grad)
+        if x.requires_grad:
+            x._accum(dx.reshape(x.shape))
+        w._accum(dw)
+        if b is not None:
+            b._accum(db)
+
+    parents = (x, w) if b is None else (x, w, b)
+    return Tensor._from_op(out, parents, backward, "linear")
+
+
+def linear_gelu(x, w, b=None):
+    """Fused gelu(linear(x, w, b)), GPT-2's MLP expansion: one pass writes both the
+    pre-activation (kept for backward) and the activation."""
+    x, w = _pair("linear_gelu", x, w)
+    if w.ndim != 2 or x.shape[-1] != w.shape[0]:
+        raise ShapeError(f"linear_gelu: input {x.shape} does not fit weight {w.shape}")
+    if b is not None:
+        b = _as_tensor(b, like=w)
+        if b.shape != (w.shape[1],):
+            raise ShapeError(f"linear_gelu: bias has shape {b.shape}, expected ({w.shape[1]},)")
+    lead = x.shape[:-1]
+    x2 = _rows(x.data)
+    pre, out = K.linear_gelu_forward(x2, w.data, None if b is None else b.data)
+
+    def backward(g):
+        dpre = K.gelu_backward(_rows(g), pre)
+        dx, dw, db = K.linear_backward(dpre, x2, w.data, x.requires_grad)
+        if x.requires_grad:
+            x._accum(dx.reshape(x.shape))
+        w._accum(dw)
+        if b is not None:
+            b._accum(db)
+
+    parents = (x, w) if b is None else (x, w, b)
+    return Tensor._from_op(out.reshape(*lead, w.shape[1]), parents, backward, "linear_gelu")
+
+
+def linear_transposed(x, w):
+    """x (..., C) @ w (OC, C)^T -> (..., OC): a weight stored (out, in).
+
+    This is GPT-2's weight-tied head, logits = x @ wte^T with wte the (V, C) embedding table;
+    the kernel reads wte as it is instead of materialising a (C, V) transposed copy.
+    backward: dx = g @ w, dw = g^T @ x.
+    """
+    x, w = _pair("linear_transposed", x, w)
+    if w.ndim != 2 or x.shape[-1] != w.shape[1]:
+        raise ShapeError(f"linear_transposed: input {x.shape} does not fit weight {w.shape} "
+                         "(need x (..., C) and w (OC, C))")
+    lead = x.shape[:-1]
+    x2 = _rows(x.data)
+    out = K.matmul_nt(x2, w.data).reshape(*lead, w.shape[0])
+
+    def backward(g):
+        g2 = _rows(g)
+        if x.requires_grad:
+            x._accum(K.linear_forward(g2, w.data, None).reshape(x.shape))
+        if w.requires_grad:
+            w._accum(K.matmul_tn(g2, x2))
+
+    return Tensor._from_op(out, (x, w), backward, "linear_transposed")
+
+
+# ---------------------------------------------------------------------------------------------
+# embedding, normalisation, softmax
+
+
+def embedding(weight, ids):
+    """weight (V, C), ids (...) integers -> (..., C). backward: scatter-add g into rows of ids."""
+    weight = _as_tensor(weight)
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be an integer array, got dtype {ids.dtype}")
+    V = weight.shape[0]
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        bad = ids.max() if ids.max() >= V else ids.min()
+        raise IndexError(f"embedding: id {int(bad)} is out of range for a table of {V} rows "
+                         f"(valid ids are 0..{V - 1})")
+    out = K.embedding_forward(weight.data, ids)
+
+    def backward(g):
+        weight._accum(K.embedding_backward(g, ids, V))
+
+    return Tensor._from_op(out, (weight,), backward, "embedding")
+
+
+def layernorm(x, w, b=None, eps=1e-5):
+    """LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * w + b."""
+    x = _as_tensor(x)
+    w = _as_tensor(w, like=x)
+    if w.shape != (x.shape[-1],):
+        raise ShapeError(f"layernorm: weight has shape {w.shape}, expected ({x.shape[-1]},) "
+                         f"for input {x.shape}")
+    if b is not None:
+        b = _as_tensor(b, like=x)
+        if b.shape != w.shape:
+            raise ShapeError(f"layernorm: bias has shape {b.shape}, expected {w.shape}")
+    out, mu, rstd = K.layernorm_forward(x.data, w.data, None if b is None else b.data, eps)
+
+    def backward(g):
+        dx, dw, db = K.layernorm_backward(g, x.data, w.data, mu, rstd)
+        x._accum(dx)
+        w._accum(dw)
+        if b is not None:
+            b._accum(db)
+
+    parents = (x, w) if b is None else (x, w, b)
+    return Tensor._from_op(out, parents, backward, "layernorm")
+
+
+def softmax(x):
+    """Softmax over the last axis. backward: y * (g - sum(g * y))."""
+    x = _as_tensor(x)
+    y = K.softmax_forward(x.data)
+    return Tensor._from_op(y, (x,), lambda g: x._accum(K.softmax_backward(g, y)), "softmax")
+
+
+def log_softmax(x):
+    """x - logsumexp(x) over the last axis. backward: g - softmax(x) * sum(g)."""
+    x = _as_tensor(x)
+    y = K.log_softmax_forward(x.data)
+    return Tensor._from_op(y, (x,), lambda g: x._accum(K.log_softmax_backward(g, y)),
+                           "log_softmax")
+
+
+# ---------------------------------------------------------------------------------------------
+# loss
+
+
+def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", inplace=False):
+    """Softmax cross-entropy: logits (..., V), integer targets (...) -> loss.
+
+    reduction "mean" averages over the targets that are not ``ignore_index`` (as PyTorch does),
+    "sum" adds them, "none" returns one loss per position (0 where ignored).
+
+    For "mean" and "sum", when a gradient is needed, the loss and d(loss)/d(logits) are made
+    together in one pass over the (N, V) logits (``cross_entropy_forward_backward``); backward
+    then only scales that array by the incoming gradient. ``inplace=True`` lets that gradient
+    overwrite the logits buffer (the training loop does this: it never reads logits again).
+
+    subtle: when every target is ignored the mean is 0/0; PyTorch returns nan, we return 0 with
+    a zero gradient, so a batch with nothing to learn from cannot poison a run.
+    """
+    logits = _as_tensor(logits)
+    targets = np.asarray(targets)
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
+    if logits.shape[:-1] != targets.shape:
+        raise ShapeError(f"cross_entropy: logits {logits.shape} and targets {targets.shape} "
+                         "do not match (need logits (..., V) and targets (...))")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', "
+                         f"got {reduction!r}")
+    V = logits.shape[-1]
+    t = targets.reshape(-1).astype(np.int64, copy=False)
+    valid = t != ignore_index
+    if valid.any() and (t[valid].min() < 0 or t[valid].max() >= V):
+        bad = t[valid].max() if t[valid].max() >= V else t[valid].min()
+        raise IndexError(f"cross_entropy: target {int(bad)} is out of range for {V} classes "
+                         f"(use {ignore_index} to ignore a position)")
+    n_valid = int(valid.sum())
+    x2 = _rows(logits.data)
+
+    if reduction == "none":
+        losses, lse = K.cross_entropy_forward(x2, t, ignore_index)
+
+        def backward_none(g):
+            dl = K.cross_entropy_backward(g.reshape(-1), x2, t, lse, ignore_index)
+            logits._accum(dl.reshape(logits.shape))
+
+        return Tensor._from_op(losses.reshape(targets.shape), (logits,), backward_none,
+                               "cross_entropy")
+
+    scale = 1.0 if reduction == "mean" else float(max(n_valid, 1))
+    need_grad = logits.requires_grad and is_grad_enabled()
+    if need_grad:
+        losses, dlogits = K.cross_entropy_forward_backward(x2, t, ignore_index, inplace)
+    else:
+        losses, _ = K.cross_entropy_forward(x2, t, ignore_index)
+    total = float(losses.sum(dtype=np.float64))
+    value = total / n_valid if reduction == "mean" and n_valid else total
+    out = np.array(value, dtype=logits.dtype)
+
+    def backward(g):
+        s = float(g) * scale
+        d = dlogits if s == 1.0 else dlogits * logits.dtype.type(s)
+        logits._accum(d.reshape(logits.shape))
+
+    return Tensor._from_op(out, (logits,), backward if need_grad else None, "cross_entropy")
+
+
+# ---------------------------------------------------------------------------------------------
+# attention and dropout
+
+
+def attention(qkv, n_head, dropout_p=0.0, training=False):
+    """Causal multi-head self-attention as one op: qkv (B, T, 3C) -> (B, T, C).
+
+    q, k, v are packed along the last axis (GPT-2's c_attn output). Each of the NH heads of
+    size HS = C / NH computes softmax(q k^T / sqrt(HS), causally masked) v.
+
+    The fused kernel stores only the output and one log-sum-exp per query row for backward. With
+    attention dropout in training the op is composed from primitives instead (attention_composed),
+    because the fused kernel would have to replay the dropout mask.
+    """
+    qkv = _as_tensor(qkv)
+    if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
+        raise ShapeError(f"attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}"
+                         f", got {qkv.shape}")
+    if dropout_p and training:
+        return attention_composed(qkv, n_head, dropout_p, training)
+    out, lse = K.attention_forward(qkv.data, n_head)
+
+    def backward(g):
+        qkv._accum(K.attention_backward(g, qkv.data, out, lse, n_head))
+
+    return Tensor._from_op(out, (qkv,), backward, "attention")
+
+
+def attention_composed(qkv, n_head, dropout_p=0.0, training=False):
+    """The same attention written with primitive ops (and attention-probability dropout)."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    HS = C // n_head
+    q, k, v = [transpose(reshape(part, (B, T, n_head, HS)), (0, 2, 1, 3))
+               for part in split(qkv, 3, axis=-1)]                      # (B, NH, T, HS)
+    scores = mul(matmul(q, transpose(k, (0, 1, 3, 2))), 1.0 / math.sqrt(HS))  # (B, NH, T, T)
+    causal = np.tril(np.ones((T, T), dtype=bool))
+    scores = where(causal, scores, np.array(-np.inf, dtype=qkv.dtype))
+    p = dropout(softmax(scores), dropout_p, training)
+    y = matmul(p, v)                                                    # (B, NH, T, HS)
+    return reshape(transpose(y, (0, 2, 1, 3)), (B, T, C))
+
+
+def dropout(x, p, training=True):
+    """Zero each element with probability p and scale the rest by 1/(1-p) ("inverted" dropout,
+    so evaluation needs no rescaling). Identity when not training or p == 0."""
+    x = _as_tensor(x)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x
+    keep = generator().random(x.shape, dtype=np.float32) >= p
+    mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    return Tensor._from_op(x.data * mask, (x,), lambda g: x._accum(g * mask), "dropout")

@@ -1,0 +1,359 @@
+"""The pure-NumPy reference of every kernel: the living definition of what each one computes.
+
+Every function here has a C++ twin in ``csrc/`` with the same name and the same arguments in the
+same order; ``kernels.py`` picks one or the other. These functions are written to be read, not to
+be fast: when a fast kernel and this file disagree, this file is right (and it is itself tested
+against PyTorch in tests/).
+
+Conventions
+-----------
+* Size letters: B batch, T time, C channels, NH heads, HS head size (C // NH), V vocabulary,
+  N rows of a flattened (B*T, C) matrix, OC output channels.
+* A forward returns its output plus whatever the backward needs that is cheaper to keep than to
+  recompute (e.g. layernorm's mean and rstd, two floats per row).
+* A backward takes ``dout`` first, then the forward's inputs and saved values, and returns fresh
+  arrays ``d<name>`` for each input. It never writes into its arguments.
+* Functions keep the dtype they are given (float32 in training, float64 in gradient checks).
+"""
+
+import math
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# linear: GPT-2's Conv1D, out = x @ w + b with w stored (in, out)
+
+
+def linear_forward(x, w, b=None):
+    """x (N, C) @ w (C, OC) + b (OC,) -> out (N, OC).
+
+    GPT-2 stores its projection weights as (in, out) ("Conv1D"), which is exactly the layout
+    ``x @ w`` wants, so no transpose is needed anywhere.
+    """
+    out = x @ w
+    if b is not None:
+        out += b
+    return out
+
+
+def linear_backward(dout, x, w, need_dx=True):
+    """Backward of out = x @ w + b.  dout (N, OC), x (N, C), w (C, OC) -> (dx, dw, db).
+
+    forward was out = x @ w + b, so
+        dx = dout @ w.T      (N, C)     -- skipped (None) when need_dx is False
+        dw = x.T @ dout      (C, OC)
+        db = sum_n dout      (OC,)
+    """
+    dx = dout @ w.T if need_dx else None
+    dw = x.T @ dout
+    db = dout.sum(axis=0)
+    return dx, dw, db
+
+
+def linear_gelu_forward(x, w, b=None):
+    """Fused out = gelu(x @ w + b) -> (pre, out). The pre-activation is kept for the backward."""
+    pre = linear_forward(x, w, b)
+    return pre, gelu_forward(pre)
+
+
+# ---------------------------------------------------------------------------------------------
+# matmul: batched, for the attention path that is built from primitive ops
+
+
+def matmul_forward(a, b):
+    """a (..., M, K) @ b (..., K, N) -> (..., M, N), batch axes broadcast as in np.matmul."""
+    return np.matmul(a, b)
+
+
+def matmul_backward(dout, a, b):
+    """Backward of out = a @ b -> (da, db), each with the broadcast batch shape of dout.
+
+    forward was out = a @ b, so da = dout @ b^T and db = a^T @ dout. Reducing over broadcast
+    batch axes is the caller's job (ops.matmul), as for every broadcasting op.
+    """
+    da = np.matmul(dout, np.swapaxes(b, -1, -2))
+    db = np.matmul(np.swapaxes(a, -1, -2), dout)
+    return da, db
+
+
+def matmul_nt(a, b):
+    """a (M, K) @ b (N, K)^T -> (M, N). The weight-tied LM head: logits = x @ wte^T, with wte
+    stored (V, C) as an embedding table, so no transposed copy of it is ever made."""
+    return a @ b.T
+
+
+def matmul_tn(a, b):
+    """a (K, M)^T @ b (K, N) -> (M, N). The weight gradient of a linear map: dw = x^T @ dout."""
+    return a.T @ b
+
+
+# ---------------------------------------------------------------------------------------------
+# layernorm over the last axis
+
+
+def layernorm_forward(x, w, b=None, eps=1e-5):
+    """x (..., C) -> (out (..., C), mean (...), rstd (...)).
+
+        mean = mean(x), var = mean((x - mean)^2)  (biased, as GPT-2 and PyTorch)
+        rstd = 1 / sqrt(var + eps),  xhat = (x - mean) * rstd,  out = xhat * w + b
+    """
+    mean = x.mean(axis=-1)
+    xc = x - mean[..., None]
+    var = (xc * xc).mean(axis=-1)
+    rstd = 1.0 / np.sqrt(var + eps)
+    out = xc * rstd[..., None] * w
+    if b is not None:
+        out = out + b
+    return out.astype(x.dtype, copy=False), mean, rstd.astype(x.dtype, copy=False)
+
+
+def layernorm_backward(dout, x, w, mean, rstd):
+    """Backward of layernorm -> (dx, dw, db), dw and db summed over all leading axes.
+
+    forward was out = xhat * w + b, so dw = sum(dout * xhat), db = sum(dout), and with
+    dxhat = dout * w:  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+    """
+    C = x.shape[-1]
+    xhat = (x - mean[..., None]) * rstd[..., None]
+    dxhat = dout * w
+    dx = rstd[..., None] * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                            - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+    dw = (dout * xhat).reshape(-1, C).sum(axis=0)
+    db = dout.reshape(-1, C).sum(axis=0)
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------------------------------
+# GELU, GPT-2's tanh approximation ("gelu_new")
+
+GELU_SCALE = math.sqrt(2.0 / math.pi)
+
+
+def gelu_forward(x):
+    """out = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + np.tanh(GELU_SCALE * (x + 0.044715 * x * x * x)))
+
+
+def gelu_backward(dout, x):
+    """forward was 0.5 x (1 + tanh(u)) with u = s (x + 0.044715 x^3), so
+    dx = dout * (0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) s (1 + 3 * 0.044715 x^2))."""
+    u = GELU_SCALE * (x + 0.044715 * x * x * x)
+    t = np.tanh(u)
+    du = GELU_SCALE * (1.0 + 3.0 * 0.044715 * x * x)
+    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax and log-softmax over the last axis
+
+
+def softmax_forward(x):
+    """y = exp(x - max) / sum(exp(x - max)).
+
+    subtle: subtract the row max first; exp overflows near 88 in float32.
+    """
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_backward(dout, y):
+    """forward was y = softmax(x), so dx = y * (dout - sum(dout * y))."""
+    return y * (dout - (dout * y).sum(axis=-1, keepdims=True))
+
+
+def log_softmax_forward(x):
+    """y = x - logsumexp(x)."""
+    m = x.max(axis=-1, keepdims=True)
+    return x - (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))
+
+
+def log_softmax_backward(dout, y):
+    """forward was y = x - lse(x), so dx = dout - exp(y) * sum(dout)."""
+    return dout - np.exp(y) * dout.sum(axis=-1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# cross-entropy over the vocabulary
+
+
+def cross_entropy_forward(logits, targets, ignore_index=-100):
+    """logits (N, V), targets (N,) int -> (losses (N,), lse (N,)).
+
+    losses[i] = lse(logits[i]) - logits[i, targets[i]], and 0 where targets[i] == ignore_index.
+    The log-sum-exp of each row is returned so the backward can rebuild the softmax in one pass
+    without keeping an (N, V) probability matrix.
+    """
+    m = logits.max(axis=-1)
+    lse = m + np.log(np.exp(logits - m[:, None]).sum(axis=-1))
+    valid = targets != ignore_index
+    safe = np.where(valid, targets, 0)
+    picked = logits[np.arange(logits.shape[0]), safe]
+    losses = np.where(valid, lse - picked, 0.0).astype(logits.dtype, copy=False)
+    return losses, lse.astype(logits.dtype, copy=False)
+
+
+def cross_entropy_backward(dlosses, logits, targets, lse, ignore_index=-100):
+    """forward was losses[i] = lse_i - logits[i, t_i], so
+    dlogits[i] = dlosses[i] * (softmax(logits[i]) - onehot(t_i)), and 0 on ignored rows."""
+    valid = targets != ignore_index
+    p = np.exp(logits - lse[:, None])
+    p[np.arange(logits.shape[0])[valid], targets[valid]] -= 1.0
+    return p * np.where(valid, dlosses, 0.0)[:, None].astype(logits.dtype, copy=False)
+
+
+def cross_entropy_forward_backward(logits, targets, ignore_index=-100, inplace=False):
+    """The training-time fusion: mean loss over non-ignored rows and its gradient, in one pass.
+
+    logits (N, V), targets (N,) -> (losses (N,), dlogits (N, V)), where dlogits is the gradient
+    of mean(losses over valid rows) -- i.e. already divided by the number of valid rows. With
+    inplace=True the gradient overwrites ``logits`` (and the returned dlogits *is* logits), which
+    saves one (N, V) buffer when the caller does not need the logits afterwards.
+    """
+    losses, lse = cross_entropy_forward(logits, targets, ignore_index)
+    n_valid = max(int((targets != ignore_index).sum()), 1)
+    dl = np.full(logits.shape[0], 1.0 / n_valid, dtype=logits.dtype)
+    dlogits = cross_entropy_backward(dl, logits, targets, lse, ignore_index)
+    if inplace:
+        logits[...] = dlogits
+        return losses, logits
+    return losses, dlogits
+
+
+# ---------------------------------------------------------------------------------------------
+# embedding lookup
+
+
+def embedding_forward(weight, ids):
+    """weight (V, C), ids (...) int -> out (..., C) = weight[ids]."""
+    return weight[ids]
+
+
+def embedding_backward(dout, ids, V):
+    """forward was out = weight[ids], so dweight[v] = sum of dout over positions where ids == v.
+
+    A scatter-add: the same id can appear many times, so plain indexed assignment would lose
+    all but one of the updates; np.add.at accumulates them.
+    """
+    C = dout.shape[-1]
+    dweight = np.zeros((V, C), dtype=dout.dtype)
+    np.add.at(dweight, ids.reshape(-1), dout.reshape(-1, C))
+    return dweight
+
+
+# ---------------------------------------------------------------------------------------------
+# causal multi-head self-attention, fused
+
+
+def _split_heads(qkv, n_head):
+    """qkv (B, T, 3C): q, k, v packed along the last axis -> three (B, NH, T, HS) arrays."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    q, k, v = qkv[..., :C], qkv[..., C:2 * C], qkv[..., 2 * C:]
+    return [a.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3) for a in (q, k, v)]
+
+
+def attention_forward(qkv, n_head):
+    """qkv (B, T, 3C) -> (out (B, T, C), lse (B, NH, T)).
+
+    For each head: out = softmax(q k^T / sqrt(HS) + causal mask) v. Query t sees keys 0..t.
+    We store lse, the log-sum-exp of each score row, and not the (T, T) probabilities: the
+    backward rebuilds P = exp(S - lse) from q and k, trading a little compute for O(T) memory
+    instead of O(T^2) -- the same bargain FlashAttention makes.
+    """
+    B, T, C3 = qkv.shape
+    q, k, v = _split_heads(qkv, n_head)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    s = (q @ np.swapaxes(k, -1, -2)) * scale                      # (B, NH, T, T)
+    s = np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    lse = m + np.log(np.exp(s - m).sum(axis=-1, keepdims=True))   # (B, NH, T, 1)
+    p = np.exp(s - lse)
+    y = p @ v                                                     # (B, NH, T, HS)
+    out = y.transpose(0, 2, 1, 3).reshape(B, T, C3 // 3)
+    return out.astype(qkv.dtype, copy=False), lse[..., 0].astype(qkv.dtype, copy=False)
+
+
+def attention_backward(dout, qkv, out, lse, n_head):
+    """Backward of attention_forward -> dqkv (B, T, 3C).
+
+    forward was S = q k^T * scale (masked), P = exp(S - lse), y = P v, so
+        dv = P^T dy,   dP = dy v^T,   dS = P * (dP - D) with D = rowsum(dy * y),
+        dq = dS k * scale,   dk = dS^T q * scale.
+    (D = rowsum(dP * P) = rowsum(dy * y): the second form needs no (T, T) product.)
+    """
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    q, k, v = _split_heads(qkv, n_head)
+    HS = q.shape[-1]
+    scale = 1.0 / math.sqrt(HS)
+    dy = dout.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
+    y = out.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
+    s = (q @ np.swapaxes(k, -1, -2)) * scale
+    s = np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
+    p = np.exp(s - lse[..., None])
+    dv = np.swapaxes(p, -1, -2) @ dy
+    dp = dy @ np.swapaxes(v, -1, -2)
+    D = (dy * y).sum(axis=-1, keepdims=True)
+    ds = p * (dp - D)
+    dq = (ds @ k) * scale
+    dk = (np.swapaxes(ds, -1, -2) @ q) * scale
+    dqkv = np.empty_like(qkv)
+    for i, d in enumerate((dq, dk, dv)):
+        dqkv[..., i * C:(i + 1) * C] = d.transpose(0, 2, 1, 3).reshape(B, T, C)
+    return dqkv
+
+
+def attention_decode(q, k, v, n_past):
+    """Inference attention against a KV cache (no backward) -> y (B, NH, Tq, HS).
+
+    q (B, NH, Tq, HS) are the new queries at positions n_past .. n_past+Tq-1; k, v
+    (B, NH, Tmax, HS) are the cache buffers, whose first n_past+Tq rows hold every key and value
+    so far (rows beyond are unused space and ignored, so the cache is never copied).
+    Query i sees keys 0 .. n_past+i. With n_past=0 this is the causal attention_forward.
+    """
+    Tq, Tk = q.shape[2], n_past + q.shape[2]
+    k, v = k[:, :, :Tk], v[:, :, :Tk]
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    s = (q @ np.swapaxes(k, -1, -2)) * scale                        # (B, NH, Tq, Tk)
+    visible = np.arange(Tk)[None, :] <= (n_past + np.arange(Tq))[:, None]
+    s = np.where(visible, s, -np.inf)
+    return softmax_forward(s).astype(q.dtype, copy=False) @ v
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizer updates (in place: the only kernels that write into their arguments)
+
+
+def adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    """One AdamW step on one parameter, in place (Loshchilov & Hutter, decoupled decay).
+
+        m = beta1 m + (1 - beta1) g           v = beta2 v + (1 - beta2) g^2
+        param -= lr * weight_decay * param    (decay the weight itself, not the gradient)
+        param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+
+    ``step`` counts from 1. The order and form follow torch.optim.AdamW so results match it.
+    """
+    m *= beta1
+    m += (1.0 - beta1) * grad
+    v *= beta2
+    v += (1.0 - beta2) * grad * grad
+    bias1 = 1.0 - beta1 ** step
+    bias2 = 1.0 - beta2 ** step
+    if weight_decay:
+        param *= 1.0 - lr * weight_decay
+    denom = np.sqrt(v) / math.sqrt(bias2) + eps
+    param -= (lr / bias1) * m / denom
+
+
+def sgd_update(param, grad, buf, lr, momentum, weight_decay, nesterov):
+    """One SGD step in place, in PyTorch's form (buf is the momentum buffer, or None).
+
+        g = grad + weight_decay * param;  buf = momentum * buf + g
+        param -= lr * (g + momentum * buf if nesterov else buf)
+    """
+    g = grad + weight_decay * param if weight_decay else grad
+    if momentum:
+        buf *= momentum
+        buf += g
+        g = g + momentum * buf if nesterov else buf
+    param -= lr * g

@@ -1,0 +1,330 @@
+"""Tensor: a NumPy array plus the bookkeeping for reverse-mode automatic differentiation.
+
+Every differentiable operation (ops.py) returns a new Tensor that remembers its parents and a
+small ``_backward(g)`` function: given g, the gradient of the final loss with respect to this
+tensor's output, it adds the gradient with respect to each parent into ``parent.grad``.
+
+``loss.backward()`` then does two things, and nothing more:
+
+1. sort the graph topologically, so a node comes after everything that uses it
+   (iteratively -- a 1000-layer graph must not hit Python's recursion limit);
+2. walk that order in reverse, calling each node's ``_backward``.
+
+Gradients accumulate (``+=``) into leaves such as parameters, so calling backward() on several
+micro-batches before one optimizer step sums their gradients. After backward the graph is freed:
+intermediate activations and their gradients are released, only the leaves keep ``.grad``.
+
+    >>> a = Tensor([2.0, 3.0], requires_grad=True)
+    >>> y = (a * a).sum()            # y = a0^2 + a1^2
+    >>> y.backward()
+    >>> a.grad                       # dy/da = 2a
+    array([4., 6.], dtype=float32)
+"""
+
+import numpy as np
+
+_grad_enabled = True
+
+
+class no_grad:
+    """Context manager (and decorator) that stops graph recording: inference uses less memory.
+
+        with no_grad():
+            logits = model(ids).logits      # no parents kept, backward() impossible
+    """
+
+    def __enter__(self):
+        global _grad_enabled
+        self._prev = _grad_enabled
+        _grad_enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._prev
+        return False
+
+    def __call__(self, fn):
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+
+        wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+        wrapper.__doc__ = getattr(fn, "__doc__", None)
+        return wrapper
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+class Tensor:
+    """A float32 NumPy array with autograd (float64 when asked for: gradient checks use it).
+
+    Attributes
+    ----------
+    data : np.ndarray        the values
+    grad : np.ndarray|None   d(loss)/d(data) after backward(); same shape and dtype as data
+    requires_grad : bool     whether gradients flow to (and are kept for) this tensor
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "_retain",
+                 "__weakref__")
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        arr = np.asarray(data)
+        dtype = np.dtype(np.float32 if dtype is None else dtype)
+        if dtype.type not in FLOAT_DTYPES:
+            raise TypeError(f"Tensor: dtype must be float32 or float64, got {dtype}")
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"Tensor: cannot make a tensor from an array of dtype {arr.dtype}")
+        self.data = np.ascontiguousarray(arr, dtype=dtype)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._parents = ()
+        self._backward = None
+        self._op = ""
+        self._retain = False
+
+    # -- construction used by ops ----------------------------------------------------------
+
+    @classmethod
+    def _from_op(cls, data, parents, backward, op):
+        """The result of an op: records the graph only if some parent needs a gradient."""
+        t = cls.__new__(cls)
+        t.data = data
+        t.grad = None
+        t._op = op
+        t._retain = False
+        if _grad_enabled and any(p.requires_grad for p in parents):
+            t.requires_grad = True
+            t._parents = parents
+            t._backward = backward
+        else:
+            t.requires_grad = False
+            t._parents = ()
+            t._backward = None
+        return t
+
+    def _accum(self, g):
+        """Add g into self.grad (the only way gradients are written).
+
+        subtle: the first gradient a *leaf* receives is copied, because an op's backward may hand
+        the same array to two parents (``a + b`` gives both the same g); an in-place update of
+        one parameter's grad (clipping, say) must not change another's.
+        """
+        if not self.requires_grad:
+            return
+        if g.shape != self.data.shape:
+            raise RuntimeError(f"autograd: gradient of shape {g.shape} for a tensor of shape "
+                               f"{self.data.shape} (from op '{self._op or 'leaf'}')")
+        if self.grad is None:
+            if self._backward is None:  # a leaf
+                self.grad = np.array(g, dtype=self.data.dtype, copy=True)
+            else:
+                self.grad = g
+        else:
+            self.grad = self.grad + g
+
+    # -- autograd ----------------------------------------------------------------------------
+
+    def backward(self, grad=None):
+        """Backpropagate from this tensor through the graph that produced it.
+
+        ``grad`` is d(loss)/d(self); it defaults to 1 for a single-element tensor (the loss).
+        Afterwards leaves hold their gradients in ``.grad`` and the graph is freed.
+        """
+        if self._op == "<freed>":
+            raise RuntimeError("backward: the graph behind this tensor was already freed by an "
+                               "earlier backward(); run the forward pass again")
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad (nothing it was "
+                               "computed from has requires_grad=True, or it was computed under "
+                               "no_grad())")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward: an implicit gradient needs a single-element "
+                                   f"tensor (the loss), this one has shape {self.data.shape}; "
+                                   "pass grad= explicitly")
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad,
+                              dtype=self.data.dtype)
+            if grad.shape != self.data.shape:
+                raise ValueError(f"backward: grad has shape {grad.shape}, expected "
+                                 f"{self.data.shape}")
+
+        order = self._topological_order()
+        self._accum(grad)
+        for node in reversed(order):
+            g = node.grad
+            if g is not None:
+                node._backward(g)
+            # free the graph as we go: activations and intermediate grads are no longer needed
+            node._backward = None
+            node._parents = ()
+            node._op = "<freed>"
+            if not node._retain:
+                node.grad = None
+
+    def _topological_order(self):
+        """Interior nodes (those with a _backward) in topological order, parents first.
+
+        An iterative depth-first search with an explicit stack: each node is pushed once to
+        expand its parents and once more to be emitted after all of them.
+        """
+        order, visited = [], set()
+        if self._backward is None:  # a leaf: nothing to propagate
+            return order
+        stack = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            for p in node._parents:
+                if p._backward is not None and id(p) not in visited:
+                    stack.append((p, False))
+        return order
+
+    def retain_grad(self):
+        """Keep .grad on this intermediate tensor after backward (for inspection)."""
+        self._retain = True
+        return self
+
+    def detach(self):
+        """The same data, cut off from the graph."""
+        return Tensor._from_op(self.data, (), None, "detach")
+
+    def requires_grad_(self, flag=True):
+        if self._backward is not None and not flag:
+            raise RuntimeError("requires_grad_: cannot switch off gradients on a non-leaf "
+                               "tensor; use detach()")
+        self.requires_grad = bool(flag)
+        return self
+
+    def zero_grad(self):
+        self.grad = None
+
+    # -- NumPy-like conveniences ---------------------------------------------------------------
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def numpy(self):
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item: tensor has {self.data.size} elements, expected 1")
+        return self.data.reshape(()).item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __len__(self):
+        return len(self.data)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        op = f", op={self._op}" if self._op and self._op != "<freed>" else ""
+        body = np.array2string(self.data, precision=4, threshold=20, edgeitems=2)
+        return f"Tensor({body}, shape={self.data.shape}, dtype={self.data.dtype}{grad}{op})"
+
+    # -- operators (the math lives in ops.py) --------------------------------------------------
+
+    def __add__(self, other):
+        return _ops().add(self, other)
+
+    def __radd__(self, other):
+        return _ops().add(other, self)
+
+    def __sub__(self, other):
+        return _ops().sub(self, other)
+
+    def __rsub__(self, other):
+        return _ops().sub(other, self)
+
+    def __mul__(self, other):
+        return _ops().mul(self, other)
+
+    def __rmul__(self, other):
+        return _ops().mul(other, self)
+
+    def __truediv__(self, other):
+        return _ops().div(self, other)
+
+    def __rtruediv__(self, other):
+        return _ops().div(other, self)
+
+    def __neg__(self):
+        return _ops().neg(self)
+
+    def __pow__(self, exponent):
+        return _ops().power(self, exponent)
+
+    def __matmul__(self, other):
+        return _ops().matmul(self, other)
+
+    def __getitem__(self, index):
+        return _ops().getitem(self, index)
+
+    def sum(self, axis=None, keepdims=False):
+        return _ops().sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _ops().mean(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        return _ops().reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def transpose(self, *axes):
+        return _ops().transpose(self, axes if axes else None)
+
+    @property
+    def T(self):
+        return _ops().transpose(self, None)
+
+    def exp(self):
+        return _ops().exp(self)
+
+    def log(self):
+        return _ops().log(self)
+
+    def tanh(self):
+        return _ops().tanh(self)
+
+
+def _ops():
+    from . import ops  # ops imports this module, so import it lazily
+    return ops
+
+
+def tensor(data, requires_grad=False, dtype=None):
+    """Shorthand for Tensor(data, requires_grad, dtype)."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
