@@ -20,18 +20,19 @@ Every file is written to a temporary name in the same directory and renamed into
 import json
 import os
 import struct
-import tempfile
-from contextlib import contextmanager
 
 import numpy as np
 
+from .fileio import atomic_write, write_json  # noqa: F401  (re-exported)
+from .fileio import read_json as _read_json
 from .model import GPT, GPTConfig
 
 SAFETENSORS_DTYPES = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),  # bfloat16: the upper half of a float32, widened on load
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
+    "I8": np.dtype("i1"), "U64": np.dtype("<u8"), "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
 _NAME_OF_DTYPE = {np.dtype(v).str: k for k, v in SAFETENSORS_DTYPES.items() if k != "BF16"}
 MAX_HEADER = 100 * 1024 * 1024
@@ -41,49 +42,8 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or does not fit the model."""
 
 
-# ---------------------------------------------------------------------------------------------
-# atomic file writes
-
-
-@contextmanager
-def atomic_write(path, mode="wb"):
-    """Open a temporary file next to ``path``; on success fsync it and rename it over ``path``.
-
-    If anything fails (or Ctrl-C arrives) before the rename, ``path`` is untouched and the
-    temporary file is removed.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def write_json(path, obj):
-    with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-
-
 def read_json(path, what="file"):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: {what} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    return _read_json(path, what, error=CheckpointError)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ class Tensor:
             raise TypeError(f"Tensor: dtype must be float32 or float64, got {dtype}")
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"Tensor: cannot make a tensor from an array of dtype {arr.dtype}")
-        self.data = np.ascontiguousarray(arr, dtype=dtype)
+        self.data = np.asarray(arr, dtype=dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
         self.grad = None
         self.requires_grad = bool(requires_grad)
         self._parents = ()

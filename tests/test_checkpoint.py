@@ -1,0 +1,204 @@
+"""Checkpoints: round trips, Hugging Face compatibility, corrupt files, atomic writes."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tinyroots as tr
+from tinyroots import checkpoint as ck
+from tinyroots.checkpoint import CheckpointError
+
+CFG = dict(n_layer=2, n_head=2, n_embd=16, vocab_size=50, block_size=32)
+
+
+def logits_of(model, ids):
+    with tr.no_grad():
+        return model(ids).logits.data
+
+
+@pytest.fixture
+def model():
+    tr.manual_seed(0)
+    return tr.GPT(tr.GPTConfig(**CFG))
+
+
+IDS = np.array([[1, 5, 7, 3, 49, 0]])
+
+
+def test_round_trip(tmp_path, model):
+    model.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "generation_config.json",
+                                           "model.safetensors"]
+    loaded = tr.GPT.from_pretrained(tmp_path)
+    assert loaded.config == model.config
+    for (n, p), (n2, p2) in zip(model.named_parameters(), loaded.named_parameters()):
+        assert n == n2
+        np.testing.assert_array_equal(p.data, p2.data)
+    np.testing.assert_array_equal(logits_of(model, IDS), logits_of(loaded, IDS))
+
+
+def test_loaded_weights_are_memory_mapped_and_copy_on_write(tmp_path, model):
+    model.save_pretrained(tmp_path)
+    before = open(tmp_path / "model.safetensors", "rb").read()
+    loaded = tr.GPT.from_pretrained(tmp_path)
+    w = loaded.transformer.wte.weight.data
+    assert not w.flags.owndata            # a view of the mapped file, not a copy
+    w += 1.0                              # training writes to it ...
+    assert open(tmp_path / "model.safetensors", "rb").read() == before   # ... the file stays
+
+
+def test_hugging_face_reads_ours_and_we_read_theirs(tmp_path, model):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model.save_pretrained(tmp_path / "ours")
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours").eval()
+    with torch.no_grad():
+        hf_logits = hf(torch.tensor(IDS)).logits.numpy()
+    np.testing.assert_allclose(hf_logits, logits_of(model, IDS), rtol=1e-4, atol=1e-5)
+
+    hf.save_pretrained(tmp_path / "theirs")
+    back = tr.GPT.from_pretrained(tmp_path / "theirs")
+    np.testing.assert_allclose(logits_of(back, IDS), hf_logits, rtol=1e-4, atol=1e-5)
+
+
+def test_safetensors_library_compatibility(tmp_path):
+    st = pytest.importorskip("safetensors.numpy")
+    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4),
+              "b": np.array([1, -2], dtype=np.int64), "c": np.zeros((0, 3), np.float32)}
+    ck.save_safetensors(tmp_path / "ours.safetensors", arrays, {"format": "np"})
+    theirs = st.load_file(str(tmp_path / "ours.safetensors"))
+    for k in arrays:
+        np.testing.assert_array_equal(theirs[k], arrays[k])
+    st.save_file(arrays, str(tmp_path / "theirs.safetensors"))
+    ours, _ = ck.load_safetensors(tmp_path / "theirs.safetensors")
+    for k in arrays:
+        np.testing.assert_array_equal(ours[k], arrays[k])
+
+
+def test_sharded_checkpoint(tmp_path, model):
+    tensors = dict(model.state_dict())
+    names = list(tensors)
+    half = len(names) // 2
+    ck.save_safetensors(tmp_path / "model-00001-of-00002.safetensors",
+                        {n: tensors[n] for n in names[:half]})
+    ck.save_safetensors(tmp_path / "model-00002-of-00002.safetensors",
+                        {n: tensors[n] for n in names[half:]})
+    index = {"metadata": {}, "weight_map": {n: ("model-00001-of-00002.safetensors" if i < half
+                                                else "model-00002-of-00002.safetensors")
+                                            for i, n in enumerate(names)}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    ck.write_json(tmp_path / "config.json", model.config.to_hf_dict())
+    loaded = tr.GPT.from_pretrained(tmp_path)
+    np.testing.assert_array_equal(logits_of(loaded, IDS), logits_of(model, IDS))
+
+
+def test_bf16_and_unprefixed_names_load(tmp_path, model):
+    # GPT-2's original files name tensors without "transformer." and may be bfloat16
+    state = {}
+    for n, a in model.state_dict().items():
+        bf16 = (a.view(np.uint32) >> 16).astype(np.uint16)
+        state[n.replace("transformer.", "")] = bf16
+    path = tmp_path / "model.safetensors"
+    ck.save_safetensors(path, state)
+    raw = path.read_bytes()                          # relabel U16 as BF16 in the header
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    for v in header.values():
+        if isinstance(v, dict) and "dtype" in v:
+            v["dtype"] = "BF16"
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    path.write_bytes(len(blob).to_bytes(8, "little") + blob + raw[8 + n:])
+    ck.write_json(tmp_path / "config.json", model.config.to_hf_dict())
+    loaded = tr.GPT.from_pretrained(tmp_path)
+    w = loaded.transformer.wte.weight.data
+    np.testing.assert_allclose(w, model.transformer.wte.weight.data, rtol=1e-2, atol=1e-3)
+
+
+def test_truncated_and_corrupt_files(tmp_path, model):
+    model.save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    good = path.read_bytes()
+    path.write_bytes(good[:-100])
+    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor '.*' .*truncated"):
+        tr.GPT.from_pretrained(tmp_path)
+    path.write_bytes(b"\xff" * 4)
+    with pytest.raises(CheckpointError, match="too short"):
+        tr.GPT.from_pretrained(tmp_path)
+    path.write_bytes((10 ** 12).to_bytes(8, "little") + b"{}")
+    with pytest.raises(CheckpointError, match="header length"):
+        tr.GPT.from_pretrained(tmp_path)
+    path.write_bytes((4).to_bytes(8, "little") + b"{{{{")
+    with pytest.raises(CheckpointError, match="corrupt safetensors header"):
+        tr.GPT.from_pretrained(tmp_path)
+
+
+def test_mismatched_and_missing_tensors(tmp_path, model):
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["n_embd"] = 32
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"'transformer.wte.weight' has shape \(50, 16\)"):
+        tr.GPT.from_pretrained(tmp_path)
+    cfg["n_embd"], cfg["n_layer"] = 16, 3
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"'transformer.h.2.ln_1.weight' .* missing"):
+        tr.GPT.from_pretrained(tmp_path)
+    cfg["n_layer"] = 1
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="unexpected tensor 'transformer.h.1"):
+        tr.GPT.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json: not valid JSON"):
+        tr.GPT.from_pretrained(tmp_path)
+    os.remove(tmp_path / "config.json")
+    with pytest.raises(CheckpointError, match="no config.json"):
+        tr.GPT.from_pretrained(tmp_path)
+
+
+def test_pickle_checkpoints_are_refused_never_unpickled(tmp_path, model):
+    ck.write_json(tmp_path / "config.json", model.config.to_hf_dict())
+    marker = tmp_path / "pwned"
+    # a pickle that would create a file if it were ever loaded
+    payload = (b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+    (tmp_path / "pytorch_model.bin").write_bytes(payload)
+    with pytest.raises(CheckpointError, match="refusing to load a pickle"):
+        tr.GPT.from_pretrained(tmp_path)
+    assert not marker.exists()
+
+
+def test_missing_directory_and_hub_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        tr.GPT.from_pretrained("gpt2")
+
+
+def test_hub_name_resolves_from_local_cache(tmp_path, monkeypatch, model):
+    snap = tmp_path / "hub" / "models--openai-community--gpt2" / "snapshots" / "abc123"
+    model.save_pretrained(snap)
+    (tmp_path / "hub" / "models--openai-community--gpt2" / "refs").mkdir()
+    (tmp_path / "hub" / "models--openai-community--gpt2" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    loaded = tr.GPT.from_pretrained("gpt2")
+    np.testing.assert_array_equal(logits_of(loaded, IDS), logits_of(model, IDS))
+
+
+def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, model, monkeypatch):
+    model.save_pretrained(tmp_path)
+    good = (tmp_path / "model.safetensors").read_bytes()
+    real_write = ck.os.fsync
+
+    def crash(fd):
+        raise KeyboardInterrupt   # Ctrl-C arriving in the middle of a save
+
+    monkeypatch.setattr(ck.os, "fsync", crash)
+    for p in model.parameters():
+        p.data += 1.0
+    with pytest.raises(KeyboardInterrupt):
+        model.save_pretrained(tmp_path)
+    monkeypatch.setattr(ck.os, "fsync", real_write)
+    assert (tmp_path / "model.safetensors").read_bytes() == good
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    tr.GPT.from_pretrained(tmp_path)   # still loads

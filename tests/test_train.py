@@ -1,0 +1,267 @@
+"""`python -m tinyroots.train` and `python -m tinyroots.generate`, on tiny models."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tinyroots import generate as gen
+from tinyroots.train import PRESETS, TrainConfig, find_checkpoint, train
+
+TINY = {k: v for k, v in PRESETS["tiny"].items() if not k.startswith("_")}
+
+
+def tiny_cfg(out_dir, **overrides):
+    values = dict(TINY, out_dir=str(out_dir), progress=False, plot=False, sample_tokens=0,
+                  log_interval=1)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def read_metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def run_cli(args, env=None, **kwargs):
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m"] + args, capture_output=True, text=True,
+                          env=full_env, timeout=600, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def test_tiny_run_learns_and_writes_its_files(tmp_path):
+    run = train(tiny_cfg(tmp_path), out=quiet)
+    assert run.stop_reason == "reached max_steps=40"
+    for name in ("train_config.json", "metrics.jsonl", "summary.json"):
+        assert (tmp_path / name).is_file(), name
+    for sub in ("last", "best"):
+        assert (tmp_path / sub / "model.safetensors").is_file()
+        assert (tmp_path / sub / "vocab.json").is_file()
+    assert (tmp_path / "last" / "optimizer.safetensors").is_file()
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == list(range(0, 41))
+    for r in records[1:]:
+        assert {"step", "train_loss", "lr", "tokens_per_s"} <= set(r)
+    evals = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in evals] == [0, 20, 40]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5      # it learned something
+    saved = json.loads((tmp_path / "train_config.json").read_text())
+    assert saved["max_steps"] == 40 and saved["n_embd"] == 32
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["best_val_loss"] == pytest.approx(min(r["val_loss"] for r in evals))
+
+
+def test_resume_gives_identical_losses(tmp_path):
+    # dropout on, so the global RNG state has to be restored too
+    full = train(tiny_cfg(tmp_path / "full", max_steps=30, dropout=0.1, eval_interval=10),
+                 out=quiet)
+    part = tmp_path / "part"
+    train(tiny_cfg(part, max_steps=17, lr_decay_steps=30, dropout=0.1, eval_interval=10),
+          out=quiet)
+    resumed = train(tiny_cfg(part, max_steps=30, dropout=0.1, eval_interval=10, resume=True),
+                    out=quiet)
+    assert resumed.step == full.step == 30
+    a = {r["step"]: r["train_loss"] for r in read_metrics(tmp_path / "full")}
+    b = {r["step"]: r["train_loss"] for r in read_metrics(part)}
+    assert sorted(a) == sorted(b)
+    for step in range(18, 31):
+        assert a[step] == b[step], f"step {step}: {a[step]} != {b[step]}"
+    va = {r["step"]: r["val_loss"] for r in read_metrics(tmp_path / "full") if "val_loss" in r}
+    vb = {r["step"]: r["val_loss"] for r in read_metrics(part) if "val_loss" in r}
+    assert sorted(vb) == [0, 10, 17, 20, 30]     # the interrupted segment also evaluated at 17
+    assert all(va[s] == vb[s] for s in va)
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(tiny_cfg(tmp_path, resume=True), out=quiet)
+
+
+@pytest.mark.parametrize("rule,overrides,expected", [
+    ("target", dict(target_val_loss=100.0), "target val loss 100.0 reached"),
+    ("time", dict(max_steps=100000, max_time=1.0), "max_time 1s reached"),
+    ("patience", dict(learning_rate=0.0, min_lr=0.0, early_stop_patience=2, eval_interval=5),
+     "early stopping: val loss has not improved for 2 evaluations"),
+])
+def test_stopping_rules_fire_and_are_reported(tmp_path, rule, overrides, expected):
+    messages = []
+    run = train(tiny_cfg(tmp_path, **overrides), out=messages.append)
+    assert run.stop_reason.startswith(expected)
+    assert any(expected in str(m) for m in messages)
+    if rule == "target":
+        assert run.step == 0
+    if rule == "patience":
+        assert run.step == 10          # evaluations at 0 (best), 5 and 10 (no improvement)
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tmp_path):
+    """Two micro-batches of 4 accumulate to the gradient of one batch of 8 (same windows)."""
+    import tinyroots as tr
+    tr.manual_seed(0)
+    model = tr.GPT(tr.GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=40, block_size=8))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 40, (8, 8))
+    y = rng.integers(0, 40, (8, 8))
+    model(x, targets=y).loss.backward()
+    big = {n: p.grad.copy() for n, p in model.named_parameters()}
+    model.zero_grad()
+    for half in (slice(0, 4), slice(4, 8)):
+        model(x[half], targets=y[half]).loss.backward(np.float32(0.5))
+    for n, p in model.named_parameters():
+        np.testing.assert_allclose(p.grad, big[n], rtol=1e-4, atol=1e-7, err_msg=n)
+
+
+def test_penalties_and_char_tokenizer_run(tmp_path):
+    run = train(tiny_cfg(tmp_path, tokenizer="char", l1=1e-5, l2=1e-4, max_steps=10,
+                         eval_interval=5), out=quiet)
+    assert run.stop_reason.startswith("reached max_steps")
+    cfg = json.loads((tmp_path / "last" / "config.json").read_text())
+    assert cfg["vocab_size"] == 65          # Shakespeare's 65 distinct characters
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration errors
+
+
+def test_config_errors_name_the_key(tmp_path):
+    r = run_cli(["tinyroots.train", "--no-such-key", "3"])
+    assert r.returncode == 2 and "--no-such-key" in r.stderr
+    r = run_cli(["tinyroots.train", "--learning-rate", "fast"])
+    assert r.returncode == 2 and "'learning_rate' must be float, got 'fast'" in r.stderr
+    r = run_cli(["tinyroots.train", "--n-embd", "30", "--n-head", "4"])
+    assert r.returncode == 2 and "n_embd=30 must be divisible by n_head=4" in r.stderr
+    toml = tmp_path / "bad.toml"
+    toml.write_text('max_steps = 5\nlearnig_rate = 0.1\n')
+    r = run_cli(["tinyroots.train", "--config", str(toml)])
+    assert r.returncode == 2 and "unknown key 'learnig_rate'" in r.stderr and "bad.toml" in r.stderr
+    r = run_cli(["tinyroots.train", "--preset", "nope"])
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def test_config_file_and_flags_precedence(tmp_path):
+    from tinyroots.config import parse_config
+    toml = tmp_path / "run.toml"
+    toml.write_text('[model]\nn_layer = 3\n[train]\nmax_steps = 7\nlearning_rate = 0.01\n')
+    cfg = parse_config(TrainConfig, ["--preset", "tiny", "--config", str(toml),
+                                     "--max-steps", "9"], presets=PRESETS)
+    assert (cfg.n_layer, cfg.max_steps, cfg.learning_rate, cfg.n_embd) == (3, 9, 0.01, 32)
+    cfg = parse_config(TrainConfig, ["--target-val-loss", "none", "--bias", "false"])
+    assert cfg.target_val_loss is None and cfg.bias is False
+
+
+def test_help_explains_every_option():
+    r = run_cli(["tinyroots.train", "--help"])
+    assert r.returncode == 0
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in r.stdout, f.name
+    assert "peak learning rate" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def test_sigint_saves_and_exits_cleanly_then_resumes(tmp_path):
+    args = ["tinyroots.train", "--preset", "tiny", "--max-steps", "100000", "--eval-interval",
+            "50", "--log-interval", "1", "--progress", "false", "--out-dir", str(tmp_path),
+            "--sample-tokens", "0"]
+    proc = subprocess.Popen([sys.executable, "-m"] + args, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 20:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted (Ctrl-C)" in out
+    state = json.loads((tmp_path / "last" / "trainer_state.json").read_text())
+    assert 20 <= state["step"] < 100000
+    run = train(tiny_cfg(tmp_path, max_steps=state["step"] + 3, resume=True), out=quiet)
+    assert run.step == state["step"] + 3
+
+
+# ---------------------------------------------------------------------------------------------
+# generation
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    train(tiny_cfg(run_dir, max_steps=30, eval_interval=10), out=quiet)
+    return run_dir
+
+
+def test_generate_cli_every_option(trained, tmp_path):
+    base = ["tinyroots.generate", "--checkpoint", str(trained), "--max-new-tokens", "12"]
+    r = run_cli(base + ["--prompt", "ROMEO:", "--seed", "1"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("ROMEO:") and len(r.stdout) > len("ROMEO:") + 3
+    again = run_cli(base + ["--prompt", "ROMEO:", "--seed", "1"])
+    assert again.stdout == r.stdout                                     # seeded: reproducible
+    greedy = run_cli(base + ["--prompt", "ROMEO:", "--temperature", "0"])
+    greedy2 = run_cli(base + ["--prompt", "ROMEO:", "--temperature", "0", "--seed", "5"])
+    assert greedy.returncode == 0 and greedy.stdout == greedy2.stdout
+    for opts in (["--top-k", "3"], ["--top-p", "0.9"], ["--top-k", "none", "--temperature",
+                                                         "1.5"], ["--use-cache", "false"],
+                 ["--which", "last"], ["--stream", "false"]):
+        r = run_cli(base + ["--prompt", "KING", "--seed", "2"] + opts)
+        assert r.returncode == 0 and r.stdout.startswith("KING"), (opts, r.stderr)
+    r = run_cli(base + ["--prompt", "A", "--num-samples", "3", "--seed", "3"])
+    assert r.stdout.count("--- sample") == 3
+    draft = tmp_path / "draft.txt"
+    draft.write_text("First Citizen:\n")
+    r = run_cli(base + ["--prompt-file", str(draft)])
+    assert r.returncode == 0 and r.stdout.startswith("First Citizen:\n")
+    r = run_cli(base + ["--prompt", "-"], input="MENENIUS:")
+    assert r.returncode == 0 and r.stdout.startswith("MENENIUS:")
+
+
+def test_generate_cached_equals_uncached_on_trained_model(trained):
+    cfg = gen.GenerateConfig(checkpoint=str(trained), max_new_tokens=40, seed=4, stream=False)
+    model, tok, _ = gen.load_model_and_tokenizer(str(trained))
+    ids = tok.encode("ROMEO:")
+    a = list(gen.generate_text(model, tok, cfg, ids))
+    b = list(gen.generate_text(model, tok, dataclasses.replace(cfg, use_cache=False), ids))
+    assert a == b and len(a[0]) > 0
+
+
+def test_generate_errors(tmp_path):
+    r = run_cli(["tinyroots.generate", "--checkpoint", str(tmp_path / "nope")])
+    assert r.returncode == 2 and "no such directory" in r.stderr
+    r = run_cli(["tinyroots.generate", "--checkpoint", str(tmp_path)])
+    assert r.returncode == 2 and "neither a model directory" in r.stderr
+    r = run_cli(["tinyroots.generate", "--top-p", "2"])
+    assert r.returncode == 2 and "top_p" in r.stderr
+
+
+def test_numpy_backend_trains_the_same_model(tmp_path):
+    """TINYROOTS_BACKEND=numpy runs the pure reference path; it must follow the same losses."""
+    losses = {}
+    for backend in ("numpy", "auto"):
+        out = tmp_path / backend
+        r = run_cli(["tinyroots.train", "--preset", "tiny", "--max-steps", "8", "--log-interval",
+                     "1", "--progress", "false", "--out-dir", str(out), "--sample-tokens", "0",
+                     "--eval-interval", "4"], env={"TINYROOTS_BACKEND": backend})
+        assert r.returncode == 0, r.stderr
+        losses[backend] = [rec["train_loss"] for rec in read_metrics(out)[1:]]
+    assert len(losses["numpy"]) == 8
+    # same data, same init; float32 kernels sum in different orders, so allow 1e-4 relative
+    np.testing.assert_allclose(losses["numpy"], losses["auto"], rtol=1e-4)

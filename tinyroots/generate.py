@@ -1,0 +1,199 @@
+"""`python -m tinyroots.generate`: continue a prompt with a trained model, streaming the text.
+
+    python -m tinyroots.generate --checkpoint out --prompt "ROMEO:"
+    python -m tinyroots.generate --checkpoint out --prompt-file draft.txt --max-new-tokens 300
+    echo "Once upon a time" | python -m tinyroots.generate --checkpoint out --prompt -
+    python -m tinyroots.generate --checkpoint out --temperature 0      # greedy
+    python -m tinyroots.generate --checkpoint out --num-samples 3 --seed 1
+
+``--checkpoint`` takes a run directory written by ``python -m tinyroots.train`` (its ``best/``
+weights are used, or ``last/`` with ``--which last``) or any model directory with config.json,
+model.safetensors and tokenizer files (including Hugging Face GPT-2 directories).
+"""
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from . import kernels
+from .config import ConfigError, parse_config
+
+
+@dataclass
+class GenerateConfig:
+    """Sampling settings for `python -m tinyroots.generate`."""
+
+    checkpoint: str = "out"            # run directory or model directory
+    which: str = "best"                # in a run directory: best or last
+    prompt: str = ""                   # the text to continue; '-' reads standard input
+    prompt_file: str = ""              # read the prompt from this file (a draft to continue)
+    max_new_tokens: int = 200          # tokens to generate per sample
+    temperature: float = 0.8           # sampling temperature; 0 means greedy
+    top_k: Optional[int] = 50          # sample among the k most likely tokens; none: all
+    top_p: Optional[float] = None      # nucleus sampling: smallest set with this probability
+    seed: Optional[int] = None         # makes sampling reproducible
+    num_samples: int = 1               # independent continuations
+    use_cache: bool = True             # KV cache (same tokens, much faster)
+    stream: bool = True                # print tokens as they are produced
+    stop_at_eos: bool = True           # stop a sample at <|endoftext|>
+    task: str = "complete"             # complete, or translate (a translate-tuned model)
+    num_threads: int = 0               # kernel threads; 0: default
+
+    def validate(self):
+        if self.which not in ("best", "last"):
+            raise ConfigError(f"GenerateConfig: 'which' must be best or last, got {self.which!r}")
+        if self.max_new_tokens < 0 or self.num_samples < 1:
+            raise ConfigError("GenerateConfig: max_new_tokens must be >= 0 and num_samples >= 1")
+        if self.temperature < 0:
+            raise ConfigError(f"GenerateConfig: 'temperature' must be >= 0, got "
+                              f"{self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"GenerateConfig: 'top_k' must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ConfigError(f"GenerateConfig: 'top_p' must be in (0, 1], got {self.top_p}")
+        if self.task not in ("complete", "translate"):
+            raise ConfigError(f"GenerateConfig: 'task' must be complete or translate, got "
+                              f"{self.task!r}")
+
+
+def resolve_model_dir(path, which="best"):
+    """A run directory -> its best/ (or last/) checkpoint; a model directory -> itself."""
+    from .checkpoint import CONFIG_NAME, CheckpointError
+    if os.path.isfile(os.path.join(path, CONFIG_NAME)):
+        return path
+    order = (which, "last" if which == "best" else "best")
+    for name in order:
+        for candidate in (os.path.join(path, name), os.path.join(path, name + ".old")):
+            if os.path.isfile(os.path.join(candidate, CONFIG_NAME)):
+                return candidate
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such directory (train a model first: "
+                              "python -m tinyroots.train)")
+    raise CheckpointError(f"{path}: neither a model directory (config.json) nor a run directory "
+                          "with best/ or last/ checkpoints")
+
+
+def load_model_and_tokenizer(path, which="best"):
+    """(model, tokenizer, directory) from a run or model directory (or a cached hub name)."""
+    from .model import GPT
+    from .tokenizer import load_tokenizer
+    if os.path.isdir(path) or not _looks_like_hub_name(path):
+        path = resolve_model_dir(path, which)
+    else:
+        from .hub import resolve_model_dir as hub_dir
+        path = hub_dir(path)
+    model = GPT.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
+                         f"only {model.config.vocab_size}")
+    return model.eval(), tokenizer, path
+
+
+def _looks_like_hub_name(path):
+    return not path.startswith((".", "/", "~")) and path.count("/") <= 1
+
+
+class TextStreamer:
+    """Prints decoded text as token ids arrive.
+
+    subtle: one character can span several byte-level tokens; until its last byte arrives the
+    partial text ends in U+FFFD, so a trailing replacement character is held back until the
+    next token (or the end) decides it.
+    """
+
+    def __init__(self, tokenizer, out=sys.stdout):
+        self.tokenizer = tokenizer
+        self.out = out
+        self.ids = []
+        self.printed = 0
+
+    def put(self, ids):
+        self.ids.append(int(np.asarray(ids).reshape(-1)[0]))
+        text = self.tokenizer.decode(self.ids)
+        stable = text.rstrip("\ufffd")
+        if len(stable) > self.printed:
+            self.out.write(stable[self.printed:])
+            self.out.flush()
+            self.printed = len(stable)
+
+    def end(self):
+        text = self.tokenizer.decode(self.ids)
+        if len(text) > self.printed:
+            self.out.write(text[self.printed:])
+        self.out.write("\n")
+        self.out.flush()
+
+
+def read_prompt(cfg):
+    if cfg.prompt_file:
+        try:
+            with open(cfg.prompt_file, encoding="utf-8") as f:
+                return f.read()
+        except OSError as exc:
+            raise ConfigError(f"--prompt-file {cfg.prompt_file}: {exc.strerror}") from None
+    if cfg.prompt == "-":
+        return sys.stdin.read()
+    return cfg.prompt
+
+
+def format_prompt(cfg, tokenizer, text):
+    """The prompt ids, wrapped in the translation template for --task translate."""
+    if cfg.task == "translate":
+        from .finetune import translation_prompt
+        return translation_prompt(tokenizer, text)
+    ids = tokenizer.encode(text) if text else []
+    if not ids:
+        eot = getattr(tokenizer, "eot_token_id", None)
+        ids = [eot if eot is not None else 0]
+    return ids
+
+
+def generate_text(model, tokenizer, cfg, prompt_ids, out=sys.stdout):
+    """Yield each sample's generated text (streaming it to ``out`` when cfg.stream)."""
+    block = model.config.block_size
+    if len(prompt_ids) > block:
+        print(f"note: the prompt has {len(prompt_ids)} tokens; only the last {block} fit the "
+              "model's context", file=sys.stderr)
+    eos = getattr(tokenizer, "eot_token_id", None) if cfg.stop_at_eos else None
+    for i in range(cfg.num_samples):
+        seed = None if cfg.seed is None else cfg.seed + i
+        streamer = TextStreamer(tokenizer, out) if cfg.stream else None
+        if cfg.num_samples > 1 and cfg.stream:
+            out.write(f"--- sample {i + 1} ---\n")
+        ids = model.generate(np.asarray([prompt_ids], dtype=np.int64),
+                             max_new_tokens=cfg.max_new_tokens,
+                             do_sample=cfg.temperature > 0, temperature=cfg.temperature,
+                             top_k=cfg.top_k, top_p=cfg.top_p, seed=seed, eos_token_id=eos,
+                             use_cache=cfg.use_cache, streamer=streamer)
+        new = [t for t in ids[0, len(prompt_ids):].tolist() if t != eos]
+        yield tokenizer.decode(new)
+
+
+def main(argv=None):
+    cfg = parse_config(GenerateConfig, argv, prog="python -m tinyroots.generate",
+                       description=__doc__)
+    if cfg.num_threads:
+        kernels.set_num_threads(cfg.num_threads)
+    try:
+        model, tokenizer, path = load_model_and_tokenizer(cfg.checkpoint, cfg.which)
+        text = read_prompt(cfg)
+        prompt_ids = format_prompt(cfg, tokenizer, text)
+    except (OSError, ValueError) as exc:
+        print(f"python -m tinyroots.generate: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[{path}: {model.num_parameters() / 1e6:.2f}M parameters, "
+          f"{len(prompt_ids)} prompt tokens]", file=sys.stderr)
+    if cfg.stream and cfg.task == "complete":
+        sys.stdout.write(text)
+    for sample in generate_text(model, tokenizer, cfg, prompt_ids):
+        if not cfg.stream:
+            print(text + sample if cfg.task == "complete" else sample)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""`python -m tinyroots.info`: which backend, instruction set and thread count are in use."""
+
+import platform
+import sys
+
+import numpy as np
+
+from . import __version__, kernels
+
+
+def describe():
+    info = kernels.info()
+    lines = [
+        f"tinyroots {__version__} (Python {platform.python_version()}, NumPy {np.__version__}, "
+        f"{platform.machine()})",
+        f"backend:     {info['backend']} (TINYROOTS_BACKEND={info['requested']})",
+        f"extension:   {info['extension'] or 'not built: ' + str(info['extension_error'])}",
+        f"instruction set: {info['simd_isa']}",
+        f"OpenMP:      {'yes' if info['openmp'] else 'no'}",
+        f"threads:     {info['num_threads']} (set with OMP_NUM_THREADS or "
+        "tinyroots.set_num_threads)",
+    ]
+    fast = sorted(k for k, v in info["kernels"].items() if v == "cpu")
+    slow = sorted(k for k, v in info["kernels"].items() if v != "cpu")
+    lines.append(f"C++ kernels: {', '.join(fast) if fast else 'none'}")
+    if slow:
+        lines.append(f"NumPy kernels: {', '.join(slow)}")
+    return "\n".join(lines)
+
+
+def main():
+    print(describe())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
