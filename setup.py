@@ -59,6 +59,11 @@ int main(void) { int n = 0;
 class OptionalBuildExt(build_ext):
     """build_ext that adds OpenMP when available and never fails the install."""
 
+    def finalize_options(self):
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1  # compile the C++ files side by side
+
     def build_extensions(self):
         compiler_cmd = self.compiler.compiler_so[:1] if hasattr(self.compiler, "compiler_so") else None
         is_msvc = self.compiler.compiler_type == "msvc"
@@ -77,6 +82,19 @@ class OptionalBuildExt(build_ext):
                 ext.extra_compile_args = [a for a in ext.extra_compile_args
                                           if not a.startswith("-")] + ["/O2", "/std:c++17"]
         super().build_extensions()
+
+    def run(self):
+        super().run()
+        if not self.inplace:
+            # Also place the compiled modules next to their sources. pip builds a local
+            # directory in place, so after `pip install .` a `python -m tinyroots.train` run
+            # from the repository root -- which imports the source tree, not site-packages --
+            # still finds the fast kernels instead of silently falling back to NumPy.
+            try:
+                self.copy_extensions_to_source()
+            except Exception as exc:  # noqa: BLE001 -- a read-only checkout is fine
+                _warn(f"could not copy the built extensions into the source tree ({exc}); "
+                      "run tinyroots from outside the repository directory.")
 
     def build_extension(self, ext):
         try:
@@ -103,6 +121,7 @@ def native_extension():
         extra_compile_args=["-std=c++17", "-O3", "-fvisibility=hidden", "-fno-math-errno",
                             "-fno-trapping-math", "-fopenmp-simd", "-Wall", "-Wno-unused-function"],
         depends=sorted(glob.glob(os.path.join("csrc", "*.h"))),
+        optional=True,
     )
     ext.tinyroots_openmp = True
     return [ext]
@@ -120,7 +139,7 @@ def cython_extensions():
     exts = []
     for path in pyx:
         name = os.path.splitext(path)[0].replace(os.sep, ".")
-        ext = Extension(name, [path], language="c++",
+        ext = Extension(name, [path], language="c++", optional=True,
                         extra_compile_args=["-std=c++17", "-O3", "-fno-math-errno"])
         ext.tinyroots_openmp = False
         exts.append(ext)
@@ -133,6 +152,7 @@ def cython_extensions():
         return []
     for ext in built:
         ext.tinyroots_openmp = False
+        ext.optional = True
     return built
 
 

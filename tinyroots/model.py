@@ -340,18 +340,10 @@ class GPT(Module):
             raise RuntimeError("forward: a kv_cache is for inference; call model.eval() first")
         tgt = self._aligned_targets(labels, targets, ids.shape)
 
-        tr = self.transformer
-        tok = tr.wte(ids)                                                  # (B, T, C)
-        pos = tr.wpe(np.arange(start, start + T))                          # (T, C)
-        x = tr.drop(tok + pos)
-        for i, block in enumerate(tr.h):
-            x = block(x, kv_cache, i)
-        x = tr.ln_f(x)                                                     # (B, T, C)
-        if kv_cache is not None:
-            kv_cache.length += T
+        x = self.hidden_states(ids, kv_cache)                              # (B, T, C)
         if last_only:
             x = x[:, -1:, :]                                               # (B, 1, C)
-        logits = ops.linear_transposed(x, tr.wte.weight)                   # (B, T, V)
+        logits = ops.linear_transposed(x, self.transformer.wte.weight)     # (B, T, V)
 
         loss = None
         if tgt is not None:
@@ -360,6 +352,33 @@ class GPT(Module):
             loss = ops.cross_entropy(logits, tgt, ignore_index=-100,
                                      inplace=not return_logits)
         return ModelOutput(loss=loss, logits=logits if (return_logits or loss is None) else None)
+
+    def hidden_states(self, ids, kv_cache=None):
+        """The transformer body: int ids (B, T) -> final hidden states (B, T, C) after ln_f.
+
+        Task heads (classification, ...) start from here; forward() adds the tied LM head.
+        ``ids`` must already be checked (forward does it; other callers use check_ids).
+        """
+        tr = self.transformer
+        B, T = ids.shape
+        start = kv_cache.length if kv_cache is not None else 0
+        tok = tr.wte(ids)                                                  # (B, T, C)
+        pos = tr.wpe(np.arange(start, start + T))                          # (T, C)
+        x = tr.drop(tok + pos)
+        for i, block in enumerate(tr.h):
+            x = block(x, kv_cache, i)
+        x = tr.ln_f(x)                                                     # (B, T, C)
+        if kv_cache is not None:
+            kv_cache.length += T
+        return x
+
+    def check_ids(self, ids, name="input_ids"):
+        """Validate token ids (integers, in the vocabulary, (B, T) or (T,)) -> int64 (B, T)."""
+        ids = self._check_ids(ids, name)
+        if ids.shape[1] > self.config.block_size:
+            raise ValueError(f"{name}: sequence of {ids.shape[1]} positions is longer than the "
+                             f"model's context (block_size={self.config.block_size})")
+        return ids
 
     def _check_ids(self, ids, name):
         if isinstance(ids, Tensor):
