@@ -18,8 +18,16 @@ from .model import GPT, GPTConfig, ModelOutput  # noqa: F401
 from .nn import Module, Parameter  # noqa: F401
 from .random import manual_seed  # noqa: F401
 from .tensor import Tensor, no_grad, tensor  # noqa: F401
+from .tokenizer import CharTokenizer, Tokenizer, load_tokenizer  # noqa: F401
+
+# Hugging Face's names, so its GPT-2 examples run with only the import line changed:
+#   from tinyroots import GPT2LMHeadModel, GPT2Tokenizer
+GPT2LMHeadModel = GPT
+GPT2Tokenizer = Tokenizer
+GPT2TokenizerFast = Tokenizer
 
 __all__ = [
-    "GPT", "GPTConfig", "ModelOutput", "Module", "Parameter", "Tensor", "get_num_threads",
-    "kernels", "manual_seed", "no_grad", "ops", "optim", "set_num_threads", "tensor",
+    "CharTokenizer", "GPT", "GPT2LMHeadModel", "GPT2Tokenizer", "GPT2TokenizerFast", "GPTConfig",
+    "ModelOutput", "Module", "Parameter", "Tensor", "Tokenizer", "get_num_threads", "kernels",
+    "load_tokenizer", "manual_seed", "no_grad", "ops", "optim", "set_num_threads", "tensor",
 ]
