@@ -125,3 +125,16 @@ def test_hello_gpt2_example_runs(tmp_path):
                        timeout=600, env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert r.returncode == 0, r.stderr
     assert "loss:" in r.stdout and "generated: 'Hello" in r.stdout
+
+
+def test_hub_names_resolve_from_the_local_cache_only(gpt2_dir, tmp_path, monkeypatch):
+    import shutil
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        GPT2Tokenizer.from_pretrained("gpt2")
+    snap = tmp_path / "hub" / "models--gpt2" / "snapshots" / "0123abcd"
+    shutil.copytree(gpt2_dir, snap)
+    tokenizer = GPT2Tokenizer.from_pretrained("gpt2")
+    model = GPT2LMHeadModel.from_pretrained("gpt2")
+    assert tokenizer.vocab_size == model.config.vocab_size
+    assert tokenizer.encode(TEXT) == GPT2Tokenizer.from_pretrained(gpt2_dir).encode(TEXT)
