@@ -1,0 +1,157 @@
+"""Command line for tinyroots.data.
+
+    python -m tinyroots.data clean INPUT... -o OUTDIR [--workers N] [--keep-rejected [N]]
+                                            [--config clean.toml] [--min-words 50 ...]
+    python -m tinyroots.data tokenize INPUT... -o OUTDIR (--vocab-size N | --tokenizer DIR)
+    python -m tinyroots.data prepare INPUT... --cache-dir DIR [--vocab-size N] [clean options]
+    python -m tinyroots.data info SHARD_OR_DIR...
+
+Every CleanConfig field is also an option (min_words -> --min-words); booleans take
+--pii / --no-pii. A config file is read first and options override it.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+from .config import CleanConfig, ConfigError, config_fields, parse_value
+
+
+def _add_clean_options(parser):
+    parser.add_argument("--config", help="TOML or JSON file with CleanConfig keys")
+    group = parser.add_argument_group("cleaning thresholds (CleanConfig fields)")
+    for f in config_fields():
+        flag = "--" + f.name.replace("_", "-")
+        # subtle: argparse %-formats help strings; a literal "%" must be doubled
+        help_text = f"{f.metadata['help']} (default: {f.default!r})".replace("%", "%%")
+        if isinstance(f.default, bool):
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar="VALUE",
+                               help=help_text)
+
+
+def _config_from_args(args):
+    cfg = CleanConfig.from_file(args.config) if args.config else CleanConfig()
+    fields = {f.name: f for f in config_fields()}
+    changes = {}
+    for name, f in fields.items():
+        if hasattr(args, name):
+            value = getattr(args, name)
+            changes[name] = value if isinstance(value, bool) else parse_value(f, value)
+    return cfg.replace(**changes) if changes else cfg
+
+
+def _common(parser):
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="files, directories (recursive) or globs: .txt, .jsonl, .jsonl.gz")
+    parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m tinyroots.data",
+                                     description="Collect, clean, tokenize and shard text.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("clean", help="write OUTDIR/clean.jsonl and OUTDIR/report.json")
+    _common(p)
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR")
+    p.add_argument("--keep-rejected", type=int, nargs="?", const=100, default=0, metavar="N",
+                   help="write up to N dropped documents per reason to OUTDIR/rejected/ "
+                        "(default N: 100)")
+    _add_clean_options(p)
+
+    p = sub.add_parser("tokenize", help="tokenize (already clean) text into shards")
+    _common(p)
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR")
+    _add_tokenize_options(p)
+    p.add_argument("--text-field", default="text", help="JSONL field with the text")
+
+    p = sub.add_parser("prepare", help="clean + train tokenizer + tokenize + shards, cached")
+    _common(p)
+    p.add_argument("--cache-dir", required=True)
+    _add_tokenize_options(p)
+    p.add_argument("--no-clean", action="store_true", help="skip cleaning")
+    p.add_argument("--force", action="store_true", help="rebuild even when cached")
+    _add_clean_options(p)
+
+    p = sub.add_parser("info", help="print the header of token shards")
+    p.add_argument("shards", nargs="+", help="shard files or directories")
+    return parser
+
+
+def _add_tokenize_options(p):
+    p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary to train")
+    p.add_argument("--tokenizer", help="a saved tokenizer folder to use instead of training")
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--shard-tokens", type=int, default=50_000_000)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args):
+    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731 -- progress to stderr
+    if args.command == "clean":
+        from .cleaning import clean, format_report
+        report = clean(args.inputs, args.out, _config_from_args(args), workers=args.workers,
+                       keep_rejected=args.keep_rejected, log=log)
+        print(format_report(report))
+        return 0
+    if args.command == "tokenize":
+        from .collect import check_file, iter_documents, resolve_inputs
+        from .pipeline import tokenize_documents, train_tokenizer
+        files = []
+        for f in resolve_inputs(args.inputs):
+            reason = check_file(f)
+            if reason:
+                log(f"skipping {f}: {reason}")
+            else:
+                files.append(f)
+
+        def texts():
+            return (d.text for d in iter_documents(files, args.text_field))
+        if args.tokenizer:
+            from ..tokenizer import Tokenizer
+            tok = Tokenizer.from_pretrained(args.tokenizer)
+        else:
+            tok = train_tokenizer(texts(), args.vocab_size, args.out, log=log)
+        tok.save_pretrained(os.path.join(args.out, "tokenizer"))
+        train, val, n_train, n_val = tokenize_documents(
+            texts(), tok, args.out, args.val_fraction, args.shard_tokens, args.workers, log)
+        print(json.dumps({"train": train, "val": val, "n_train_tokens": n_train,
+                          "n_val_tokens": n_val, "tokenizer": os.path.join(args.out,
+                                                                           "tokenizer")}, indent=2))
+        return 0
+    if args.command == "prepare":
+        from .pipeline import prepare
+        data = prepare(args.inputs, args.cache_dir, args.vocab_size,
+                       config=_config_from_args(args), clean_text=not args.no_clean,
+                       val_fraction=args.val_fraction, shard_tokens=args.shard_tokens,
+                       tokenizer=args.tokenizer, workers=args.workers, force=args.force)
+        summary = dataclasses.asdict(dataclasses.replace(data, tokenizer=None, report={}))
+        summary.pop("report")
+        summary.pop("tokenizer")
+        print(json.dumps(summary, indent=2))
+        return 0
+    if args.command == "info":
+        from .shards import find_shards, read_header
+        for item in args.shards:
+            for path in find_shards(item):
+                n, dtype, vocab = read_header(path)
+                print(f"{path}: {n} tokens, {dtype.name}, vocab_size {vocab}")
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
