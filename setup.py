@@ -141,19 +141,17 @@ def cython_extensions():
         name = os.path.splitext(path)[0].replace(os.sep, ".")
         ext = Extension(name, [path], language="c++", optional=True,
                         extra_compile_args=["-std=c++17", "-O3", "-fno-math-errno"])
-        ext.tinyroots_openmp = False
-        exts.append(ext)
-    try:
-        built = cythonize(exts, compiler_directives={"language_level": "3", "boundscheck": False,
-                                                     "wraparound": False, "cdivision": True},
-                          quiet=True)
-    except Exception as exc:  # noqa: BLE001
-        _warn(f"cythonize failed ({exc}); the pure-Python helpers will be used.")
-        return []
-    for ext in built:
-        ext.tinyroots_openmp = False
-        ext.optional = True
-    return built
+        try:  # one at a time: a broken .pyx must not disable the others
+            (built,) = cythonize([ext], compiler_directives={
+                "language_level": "3", "boundscheck": False, "wraparound": False,
+                "cdivision": True}, quiet=True)
+        except Exception as exc:  # noqa: BLE001
+            _warn(f"cythonize failed for {path} ({exc}); its pure-Python twin will be used.")
+            continue
+        built.tinyroots_openmp = False
+        built.optional = True
+        exts.append(built)
+    return exts
 
 
 setup(

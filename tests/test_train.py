@@ -265,3 +265,28 @@ def test_numpy_backend_trains_the_same_model(tmp_path):
     assert len(losses["numpy"]) == 8
     # same data, same init; float32 kernels sum in different orders, so allow 1e-4 relative
     np.testing.assert_allclose(losses["numpy"], losses["auto"], rtol=1e-4)
+
+
+def test_train_on_a_folder_of_text(tmp_path):
+    """--data PATH: clean -> tokenizer -> shards (cached) -> train, and resume on shards."""
+    corpus = tmp_path / "corpus"
+    (corpus / "plays").mkdir(parents=True)
+    with open(os.path.join(os.path.dirname(__file__), "..", "tinyroots", "assets",
+                           "tinyshakespeare.txt"), encoding="utf-8") as f:
+        scenes = f.read()[:400_000].split("\n\n")
+    for i in range(0, len(scenes), 40):              # ~100 documents in 10 files
+        (corpus / "plays" / f"part{i // 40:03d}.txt").write_text("\n\n".join(scenes[i:i + 40]))
+    (corpus / "notes.jsonl").write_text(json.dumps({"text": " ".join(scenes[:60])}) + "\n")
+    (corpus / "binary.bin.txt").write_bytes(bytes(range(256)) * 10)   # reported, skipped
+    run_dir = tmp_path / "run"
+    run = train(tiny_cfg(run_dir, data=str(corpus), vocab_size=400, max_steps=12,
+                         eval_interval=6), out=quiet)
+    assert run.stop_reason.startswith("reached max_steps")
+    assert json.loads((run_dir / "last" / "config.json").read_text())["vocab_size"] == 400
+    shards = [p for p in (run_dir / "data").rglob("*.bin")]
+    assert any("train" in p.name for p in shards) and any("val" in p.name for p in shards)
+    again = train(tiny_cfg(run_dir, data=str(corpus), vocab_size=400, max_steps=16,
+                           eval_interval=6, resume=True), out=quiet)
+    assert again.step == 16
+    steps = [r["step"] for r in read_metrics(run_dir)]
+    assert steps == sorted(steps) and steps[-1] == 16

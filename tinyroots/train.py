@@ -101,6 +101,9 @@ class TrainConfig:
         if self.tokenizer not in ("bpe", "char"):
             raise ConfigError(f"TrainConfig: 'tokenizer' must be 'bpe' or 'char', got "
                               f"{self.tokenizer!r}")
+        if self.data and self.tokenizer != "bpe":
+            raise ConfigError("TrainConfig: --data trains a byte-level BPE tokenizer on the "
+                              "cleaned corpus; tokenizer=char is for the embedded corpus only")
         if self.tokenizer == "bpe" and self.vocab_size < 257:
             raise ConfigError(f"TrainConfig: 'vocab_size' must be >= 257 for byte-level BPE "
                               f"(256 bytes + <|endoftext|>), got {self.vocab_size}")
@@ -146,12 +149,13 @@ PRESETS = {
 
 
 class Batcher:
-    """Random (B, T) windows from a token array, with next-token targets.
+    """Random (B, T) windows from an in-memory token array, with next-token targets.
 
         tokens [5, 9, 2, 7, 1, ...] -> x = [[9, 2, 7]], y = [[2, 7, 1]]
 
     Its own PCG64 generator picks the offsets, so the batch stream is fixed by the seed and can
-    be saved and restored (state()/set_state()) independently of dropout's randomness.
+    be saved and restored (get_state()/set_state()) independently of dropout's randomness.
+    Same interface as tinyroots.data.DataLoader, which does this over token shards on disk.
     """
 
     def __init__(self, tokens, batch_size, block_size, seed):
@@ -162,17 +166,35 @@ class Batcher:
         self.B, self.T = batch_size, block_size
         self.rng = np.random.default_rng(seed)
 
-    def next(self):
+    def next_batch(self):
         starts = self.rng.integers(0, len(self.tokens) - self.T - 1, self.B)
         idx = starts[:, None] + np.arange(self.T + 1)
         chunk = self.tokens[idx].astype(np.int64)
         return chunk[:, :-1], chunk[:, 1:]
 
-    def state(self):
+    def get_state(self):
         return self.rng.bit_generator.state
 
     def set_state(self, state):
         self.rng.bit_generator.state = state
+
+
+@dataclasses.dataclass
+class Corpus:
+    """The tokenized data of a run: where batches come from, and the tokenizer."""
+
+    tokenizer: object
+    train: object        # a token array, or a list of shard paths
+    val: object
+    n_train: int
+    n_val: int
+
+    def loader(self, split, cfg, seed):
+        source = self.train if split == "train" else self.val
+        if isinstance(source, np.ndarray):
+            return Batcher(source, cfg.batch_size, cfg.block_size, seed)
+        from .data import DataLoader
+        return DataLoader(source, cfg.batch_size, cfg.block_size, seed=seed)
 
 
 def load_tokenizer_from(path):
@@ -181,15 +203,23 @@ def load_tokenizer_from(path):
 
 
 def prepare_data(cfg, log):
-    """-> (train_tokens, val_tokens, tokenizer): tokenize the corpus, split off validation."""
+    """Tokenize the corpus and split off validation -> Corpus.
+
+    --data PATH goes through tinyroots.data.prepare (clean, train the tokenizer, tokenize into
+    shards; cached under out_dir/data, so a second run or a resume reuses it). The embedded
+    Shakespeare is small enough to tokenize in memory, as nanoGPT does.
+    """
     from .tokenizer import CharTokenizer, Tokenizer
 
     if cfg.data:
         from .data import prepare
         prepared = prepare(cfg.data, os.path.join(cfg.out_dir, "data"),
-                           vocab_size=cfg.vocab_size, tokenizer=cfg.tokenizer,
-                           val_fraction=cfg.val_fraction, log=log)
-        return prepared.train_tokens, prepared.val_tokens, prepared.tokenizer
+                           vocab_size=cfg.vocab_size, val_fraction=cfg.val_fraction,
+                           verbose=True)
+        log(f"data: {cfg.data} -> {prepared.n_train_tokens:,} train / {prepared.n_val_tokens:,} "
+            f"val tokens (vocabulary {prepared.vocab_size}{', cached' if prepared.cached else ''})")
+        return Corpus(prepared.tokenizer, prepared.train, prepared.val, prepared.n_train_tokens,
+                      prepared.n_val_tokens)
 
     with open(EMBEDDED_CORPUS, encoding="utf-8") as f:
         text = f.read()
@@ -202,7 +232,7 @@ def prepare_data(cfg, log):
             tok = Tokenizer.from_pretrained(cache)
             if tok.vocab_size != cfg.vocab_size:
                 raise ValueError("different vocabulary size")
-        except Exception:  # noqa: BLE001  -- no usable cache: train it
+        except (OSError, ValueError):  # no usable cache: train it
             tok = Tokenizer.train(text, cfg.vocab_size)
             tok.save_pretrained(cache)
     ids = np.asarray(tok.encode(text), dtype=np.int64)
@@ -212,22 +242,21 @@ def prepare_data(cfg, log):
     log(f"data: embedded Shakespeare, {len(text):,} characters -> {len(ids):,} tokens "
         f"({cfg.tokenizer}, vocabulary {tok.vocab_size}) in {time.time() - t0:.1f}s; "
         f"{n_train:,} train / {len(ids) - n_train:,} val")
-    return ids[:n_train], ids[n_train:], tok
+    return Corpus(tok, ids[:n_train], ids[n_train:], n_train, len(ids) - n_train)
 
 
 # ---------------------------------------------------------------------------------------------
 # evaluation
 
 
-def evaluate(model, tokens, cfg, seed):
-    """Mean loss over cfg.eval_batches fixed batches (the same ones at every evaluation, so
-    successive numbers differ only because the model changed)."""
-    batcher = Batcher(tokens, cfg.batch_size, cfg.block_size, seed)
+def evaluate(model, loader, n_batches):
+    """Mean loss over n_batches from a freshly seeded loader: the same batches at every
+    evaluation, so successive numbers differ only because the model changed."""
     model.eval()
     losses = []
     with no_grad():
-        for _ in range(cfg.eval_batches):
-            x, y = batcher.next()
+        for _ in range(n_batches):
+            x, y = loader.next_batch()
             losses.append(float(model(x, targets=y, return_logits=False).loss))
     model.train()
     return float(np.mean(losses))
@@ -336,7 +365,8 @@ def train(cfg, out=print):
     save_config(cfg, os.path.join(cfg.out_dir, "train_config.json"))
 
     trandom.manual_seed(cfg.seed)
-    train_tokens, val_tokens, tokenizer = prepare_data(cfg, log)
+    corpus = prepare_data(cfg, log)
+    tokenizer = corpus.tokenizer
     if resume_dir is not None:
         tokenizer = load_tokenizer_from(resume_dir)
         model = GPT.from_pretrained(resume_dir)
@@ -351,7 +381,7 @@ def train(cfg, out=print):
                       weight_decay=cfg.weight_decay)
     sched = optim.WarmupCosine(opt, cfg.learning_rate, cfg.warmup_steps,
                                cfg.lr_decay_steps or cfg.max_steps, cfg.min_lr)
-    batcher = Batcher(train_tokens, cfg.batch_size, cfg.block_size, cfg.seed + 1)
+    batcher = corpus.loader("train", cfg, cfg.seed + 1)
 
     start_step, elapsed_before = 0, 0.0
     if resume_dir is not None:
@@ -377,7 +407,7 @@ def train(cfg, out=print):
         f"(warmup {cfg.warmup_steps}, cosine to {cfg.min_lr}), out_dir {cfg.out_dir}")
 
     def trainer_state(step, elapsed):
-        return {"step": step, "elapsed": elapsed, "batcher": batcher.state(),
+        return {"step": step, "elapsed": elapsed, "batcher": batcher.get_state(),
                 "rng": trandom.get_state(), "best_val": run.best_val, "best_step": run.best_step,
                 "evals_since_best": run.evals_since_best, "train_config": dataclasses.asdict(cfg)}
 
@@ -403,7 +433,7 @@ def train(cfg, out=print):
             # -- evaluate, keep the best, save a resumable checkpoint, check stopping rules ---
             is_last = step >= cfg.max_steps
             if step % cfg.eval_interval == 0 or is_last:
-                rec = _evaluate_and_decide(run, model, tokenizer, train_tokens, val_tokens, step,
+                rec = _evaluate_and_decide(run, model, tokenizer, corpus, step,
                                            sched.lr_at(min(step, cfg.max_steps - 1)),
                                            last_train_loss, elapsed, bar)
                 if step > start_step or resume_dir is None:
@@ -423,7 +453,7 @@ def train(cfg, out=print):
             lr = sched.step(step)
             loss_sum = 0.0
             for _ in range(cfg.grad_accum_steps):
-                x, y = batcher.next()
+                x, y = batcher.next_batch()
                 loss = model(x, targets=y, return_logits=False).loss
                 if cfg.l1 or cfg.l2:
                     loss = loss + optim.penalty(decay, cfg.l1, cfg.l2)
@@ -469,11 +499,10 @@ def train(cfg, out=print):
     return run
 
 
-def _evaluate_and_decide(run, model, tokenizer, train_tokens, val_tokens, step, lr,
-                         last_train_loss, elapsed, bar):
+def _evaluate_and_decide(run, model, tokenizer, corpus, step, lr, last_train_loss, elapsed, bar):
     cfg = run.cfg
-    val_loss = evaluate(model, val_tokens, cfg, seed=cfg.seed + 2)
-    eval_train = evaluate(model, train_tokens, cfg, seed=cfg.seed + 3)
+    val_loss = evaluate(model, corpus.loader("val", cfg, cfg.seed + 2), cfg.eval_batches)
+    eval_train = evaluate(model, corpus.loader("train", cfg, cfg.seed + 3), cfg.eval_batches)
     rec = {"step": step, "train_loss": round(last_train_loss if math.isfinite(last_train_loss)
                                              else eval_train, 6),
            "eval_train_loss": round(eval_train, 6), "val_loss": round(val_loss, 6), "lr": lr,
