@@ -1,0 +1,31 @@
+#pragma once
+#include <cstdint>
+
+namespace tinyroots {
+
+// Causal multi-head self-attention, fused (no (T, T) matrix is ever stored).
+// qkv (B, T, 3C) -> out (B, T, C), lse (B, NH, T). HS = C / NH.
+void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C,
+                       int64_t NH);
+
+// dout (B, T, C), qkv (B, T, 3C), out (B, T, C), lse (B, NH, T) -> dqkv (B, T, 3C).
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                        const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH);
+
+// A read-only (B, NH, T, HS) array whose last axis is contiguous; the other three axes may have
+// any strides (in floats), so a slice of a preallocated KV cache needs no copy.
+struct HeadsView {
+    const float* data;
+    int64_t stride_b, stride_h, stride_t;
+    const float* row(int64_t b, int64_t h, int64_t t) const {
+        return data + b * stride_b + h * stride_h + t * stride_t;
+    }
+};
+
+// Attention of Tq new queries against a KV cache, for generation (no backward).
+// q (B, NH, Tq, HS), k, v (B, NH, Tk, HS) -> out (B, NH, Tq, HS), contiguous.
+// Query i sits at position n_past + i and sees keys 0 .. n_past + i.
+void attention_decode(float* out, HeadsView q, HeadsView k, HeadsView v, int64_t B, int64_t NH,
+                      int64_t Tq, int64_t Tk, int64_t HS, int64_t n_past);
+
+}  // namespace tinyroots

@@ -1,0 +1,81 @@
+// gemm.h -- float32 matrix multiply (GEMM) and the Linear / matmul kernels built on it.
+//
+// Row-major throughout. The core routine computes
+//
+//     C (M, N) = op(A) (M, K) @ op(B) (K, N)          then the fused epilogue, per element:
+//     v = [C +] A@B [+ bias[j]] [+ residual[i, j]]     ([C +] only in accumulate mode)
+//     pre[i, j] = v and C[i, j] = gelu(v)  when pre is given, else C[i, j] = v
+//
+// where op(A) = A, stored (M, K), or A^T, stored (K, M) (trans_a); likewise op(B) = B stored
+// (K, N) or B^T stored (N, K) (trans_b). A Linear layer needs three of the four forms:
+//     forward   out = x @ W + b       NN   x (N, C), W (C, OC): GPT-2's Conv1D stores W (in, out)
+//     backward  dx  = dout @ W^T      NT   dout (N, OC), W (C, OC)
+//               dW  = x^T @ dout      TN   x (N, C), dout (N, OC)
+// The blocking scheme and micro-kernels are described at the top of gemm.cpp.
+#pragma once
+
+#include <cstdint>
+
+namespace tinyroots {
+
+// What happens to each element after the product, fused so C is written once.
+struct GemmEpilogue {
+    bool accumulate = false;          // C += A @ B (gradient accumulation); else C = A @ B
+    const float* bias = nullptr;      // (N,) added to every row
+    const float* residual = nullptr;  // (M, N), row stride ldc; may be C itself (in place)
+    float* pre = nullptr;             // (M, N), row stride ldc: when set, pre = v, C = gelu(v)
+};
+
+// C = op(A) @ op(B) with the epilogue above; lda, ldb, ldc are the row strides of the arrays
+// as stored. nthreads <= 0 means omp_get_max_threads(). Any M, N, K >= 0 is handled.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+          const GemmEpilogue& ep = GemmEpilogue(), int nthreads = 0);
+
+// The same contract as a plain triple loop with a double accumulator: the readable definition,
+// and the fallback for shapes the blocked path does not take (K == 0).
+void gemm_reference(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
+                    int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                    const GemmEpilogue& ep = GemmEpilogue());
+
+// The instruction set gemm() runs with ("avx512", "avx2", "portable"), from simd_isa().
+const char* gemm_isa();
+
+// ---- Linear: x (N, C), w (C, OC), b (OC,) or nullptr, out (N, OC) ----------------------------
+
+// out = x @ w + b
+void linear_forward(float* out, const float* x, const float* w, const float* b, int64_t N,
+                    int64_t C, int64_t OC);
+
+// pre = x @ w + b, out = gelu(pre)  (GPT-2's tanh GELU; pre is kept for the backward)
+void linear_gelu_forward(float* pre, float* out, const float* x, const float* w, const float* b,
+                         int64_t N, int64_t C, int64_t OC);
+
+// out = x @ w + b + residual  (the attention / MLP output projection plus the skip connection)
+void linear_residual_forward(float* out, const float* x, const float* w, const float* b,
+                             const float* residual, int64_t N, int64_t C, int64_t OC);
+
+// forward was out = x @ w + b, so dx = dout @ w^T (skipped when dx is nullptr),
+// dw = x^T @ dout, db = column sums of dout (skipped when db is nullptr). Overwrites dx, dw, db.
+void linear_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
+                     const float* w, int64_t N, int64_t C, int64_t OC);
+
+// ---- plain 2-D products with one operand transposed ------------------------------------------
+
+// c (M, N) = a (M, K) @ b^T with b stored (N, K): the weight-tied LM head, logits = x @ wte^T
+void matmul_nt(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K);
+
+// c (M, N) = a^T @ b with a stored (K, M), b (K, N): a weight gradient, dw = x^T @ dout
+void matmul_tn(float* c, const float* a, const float* b, int64_t M, int64_t N, int64_t K);
+
+// ---- batched matmul: BATCH independent products of contiguous row-major matrices ------------
+
+// c[i] (M, N) = a[i] (M, K) @ b[i] (K, N), i < batch; a, b, c are (batch, ., .) contiguous.
+void matmul_forward(float* c, const float* a, const float* b, int64_t batch, int64_t M,
+                    int64_t N, int64_t K);
+
+// forward was c = a @ b, so da = dc @ b^T and db = a^T @ dc (per batch entry).
+void matmul_backward(float* da, float* db, const float* dc, const float* a, const float* b,
+                     int64_t batch, int64_t M, int64_t N, int64_t K);
+
+}  // namespace tinyroots
