@@ -43,7 +43,7 @@ BACKEND = "cpu" if _C is not None else "numpy"
 
 # Every kernel that ref.py defines; a name the extension lacks falls back to ref.
 KERNEL_NAMES = (
-    "linear_forward", "linear_backward", "linear_gelu_forward",
+    "linear_forward", "linear_backward", "linear_gelu_forward", "linear_residual_forward",
     "matmul_forward", "matmul_backward", "matmul_nt", "matmul_tn",
     "layernorm_forward", "layernorm_backward",
     "gelu_forward", "gelu_backward",

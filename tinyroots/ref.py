@@ -56,6 +56,13 @@ def linear_gelu_forward(x, w, b=None):
     return pre, gelu_forward(pre)
 
 
+def linear_residual_forward(x, w, b, residual):
+    """Fused out = x @ w + b + residual: a block's output projection plus its skip connection,
+    x = x + attn(ln_1(x)) in one pass. residual (N, OC); b may be None. The backward is
+    linear_backward's, with dresidual = dout."""
+    return linear_forward(x, w, b) + residual
+
+
 # ---------------------------------------------------------------------------------------------
 # matmul: batched, for the attention path that is built from primitive ops
 
