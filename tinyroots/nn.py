@@ -250,3 +250,68 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA: a frozen Linear plus a trainable low-rank update
+
+
+class LoRALinear(Module):
+    """``base`` (a Linear) with a LoRA adapter: y = x @ W + b + (alpha / r) * dropout(x) @ A @ B.
+
+    W and b are the base layer's own Parameters (same objects, so a checkpoint's names such as
+    ``transformer.h.0.attn.c_attn.weight`` do not change) and are frozen; only A (in, r) and
+    B (r, out) train: r * (in + out) numbers instead of in * out.
+
+    A starts random and B at zero, so at first the layer computes exactly what ``base`` did and
+    fine-tuning starts from the pretrained model. ``merged_weight()`` is W + (alpha / r) A @ B:
+    a plain Linear with that weight gives the same outputs (modify.merge_lora does this).
+
+        layer = LoRALinear(model.transformer.h[0].attn.c_attn, r=8, alpha=16)
+        layer.lora_A.shape, layer.lora_B.shape       # (C, 8), (8, 3C)
+    """
+
+    def __init__(self, base, r=8, alpha=16.0, dropout=0.0):
+        super().__init__()
+        if not isinstance(base, Linear):
+            raise TypeError(f"LoRALinear: base must be a Linear, got {type(base).__name__}")
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+            raise ValueError(f"LoRALinear: rank r must be a positive integer, got {r!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"LoRALinear: dropout must be in [0, 1), got {dropout}")
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.r, self.alpha, self.dropout = int(r), float(alpha), float(dropout)
+        self.weight = base.weight
+        self.bias = base.bias
+        self.weight.requires_grad = False
+        if self.bias is not None:
+            self.bias.requires_grad = False
+        # PEFT's init: A ~ kaiming-uniform(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)); B = 0
+        bound = 1.0 / np.sqrt(self.in_features)
+        a = generator().uniform(-bound, bound, (self.in_features, self.r))
+        self.lora_A = Parameter(a.astype(self.weight.dtype))
+        self.lora_B = Parameter(np.zeros((self.r, self.out_features), dtype=self.weight.dtype))
+
+    @property
+    def scale(self):
+        return self.alpha / self.r
+
+    def forward(self, x):
+        return ops.lora_linear(x, self.weight, self.bias, self.lora_A, self.lora_B, self.scale,
+                               self.dropout, self.training)
+
+    def merged_weight(self):
+        """W + (alpha / r) A @ B, a new (in, out) array; W itself is not changed."""
+        delta = (self.lora_A.data.astype(np.float64) @ self.lora_B.data.astype(np.float64))
+        return (self.weight.data + self.scale * delta).astype(self.weight.dtype)
+
+    def to_linear(self):
+        """A plain Linear holding the merged weight (and the same bias Parameter)."""
+        lin = Linear(self.in_features, self.out_features, bias=False)
+        lin.weight = Parameter(self.merged_weight(), requires_grad=False)
+        lin.bias = self.bias
+        return lin
+
+    def extra_repr(self):
+        return (f"{self.in_features}, {self.out_features}, r={self.r}, alpha={self.alpha:g}, "
+                f"dropout={self.dropout:g}, bias={self.bias is not None}")

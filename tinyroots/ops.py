@@ -667,3 +667,81 @@ def dropout(x, p, training=True):
     keep = generator().random(x.shape, dtype=np.float32) >= p
     mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
     return Tensor._from_op(x.data * mask, (x,), lambda g: x._accum(g * mask), "dropout")
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA
+
+
+def lora_linear(x, w, b, lora_a, lora_b, scale, dropout_p=0.0, training=False):
+    """A linear layer plus a low-rank update (Hu et al. 2021, "LoRA"), as one op:
+
+        out = x @ w + b + scale * dropout(x) @ A @ B
+
+    x (..., C); w (C, OC) and b (OC,) or None: the pretrained layer, normally frozen;
+    A (C, R) and B (R, OC): the adapter, R much smaller than C and OC; scale = alpha / R.
+    Dropout (inverted, training only) acts on the adapter's input alone, as in PEFT.
+
+    backward, with x flattened to (N, C), xd = dropout(x), h = xd @ A (N, R), g = dL/dout:
+        forward was out = ... + scale * h @ B, so
+        dB = (scale * h)^T @ g             (R, OC)
+        dh = scale * g @ B^T               (N, R)
+        dA = xd^T @ dh                     (C, R)
+        dx = g @ w^T + (dh @ A^T) * mask   (N, C)   -- the mask is dropout's, 1/(1-p) or 0
+        dw = x^T @ g, db = sum_n g         -- computed only when w (b) requires grad: a frozen
+                                              base weight costs no (C, OC) gradient at all
+    The adapter path costs 2 N R (C + OC) multiply-adds next to x @ w's N C OC.
+    """
+    x, w = _pair("lora_linear", x, w)
+    lora_a, lora_b = _as_tensor(lora_a, like=w), _as_tensor(lora_b, like=w)
+    if w.ndim != 2 or x.shape[-1] != w.shape[0]:
+        raise ShapeError(f"lora_linear: input {x.shape} does not fit weight {w.shape} "
+                         "(need x (..., C) and w (C, OC))")
+    C, OC = w.shape
+    if lora_a.ndim != 2 or lora_b.ndim != 2 or lora_a.shape[0] != C or lora_b.shape[1] != OC \
+            or lora_a.shape[1] != lora_b.shape[0]:
+        raise ShapeError(f"lora_linear: adapter A {lora_a.shape} and B {lora_b.shape} do not fit "
+                         f"weight {w.shape} (need A (C, R) and B (R, OC) = ({C}, R), (R, {OC}))")
+    if b is not None:
+        b = _as_tensor(b, like=w)
+        if b.shape != (OC,):
+            raise ShapeError(f"lora_linear: bias has shape {b.shape}, expected ({OC},)")
+    for t in (lora_a, lora_b) + (() if b is None else (b,)):
+        if t.dtype != w.dtype:
+            raise TypeError(f"lora_linear: dtype mismatch, weight {w.dtype} and {t.dtype}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"lora_linear: dropout_p must be in [0, 1), got {dropout_p}")
+    lead = x.shape[:-1]
+    x2 = _rows(x.data)                                                     # (N, C)
+    s = x.dtype.type(scale)
+    mask = None
+    if training and dropout_p > 0.0:
+        keep = generator().random(x2.shape, dtype=np.float32) >= dropout_p
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - dropout_p))
+    xd = x2 if mask is None else x2 * mask                                 # (N, C)
+    # every product goes through the kernels (one thread pool, no BLAS threads beside it)
+    hs = K.linear_forward(xd, lora_a.data, None) * s                       # (N, R)
+    out = K.linear_forward(x2, w.data, None if b is None else b.data)      # (N, OC)
+    out += K.linear_forward(hs, lora_b.data, None)
+
+    def backward(g):
+        g2 = _rows(g)                                                      # (N, OC)
+        if lora_b.requires_grad:
+            lora_b._accum(K.matmul_tn(hs, g2))                             # dB = (s h)^T g
+        dh = K.matmul_nt(g2, lora_b.data) * s                              # (N, R)
+        if lora_a.requires_grad:
+            lora_a._accum(K.matmul_tn(xd, dh))                             # dA = xd^T dh
+        if x.requires_grad:
+            dxa = K.matmul_nt(dh, lora_a.data)                             # (N, C)
+            if mask is not None:
+                dxa *= mask
+            dx = K.matmul_nt(g2, w.data)                                   # g @ w^T
+            dx += dxa
+            x._accum(dx.reshape(x.shape))
+        if w.requires_grad:
+            w._accum(K.matmul_tn(x2, g2))                                  # dw = x^T g
+        if b is not None and b.requires_grad:
+            b._accum(g2.sum(axis=0))
+
+    parents = (x, w, lora_a, lora_b) + (() if b is None else (b,))
+    return Tensor._from_op(out.reshape(*lead, OC), parents, backward, "lora_linear")

@@ -1,0 +1,177 @@
+"""Fine-tuning targets (issue "Fine-tuning and applications"), measured as a user runs them.
+
+    python bench/bench_finetune.py                     # everything, ~6-10 minutes on 2 cores
+    python bench/bench_finetune.py --pretrained out/pretrain     # reuse a pre-trained run
+    pytest bench/bench_finetune.py --benchmark-only -s
+
+1. Brief pre-training: `python -m tinyroots.train --max-steps 600` (defaults otherwise: 4 layers,
+   128 wide, BPE 1024, the embedded Shakespeare). Nothing in it has seen the task's data.
+2. Intent classification on examples/faq (8 intents, 2400 train / 480 val messages, synthetic,
+   a third with a distracting second topic): full fine-tuning, 300 steps of 16, as one
+   `python -m tinyroots.finetune classify ...` process on BENCH_THREADS (2) threads; the wall
+   time counts everything (imports, loading, tokenizing, 7 evaluations, saving).
+   Target: >= 95% validation accuracy in under 120 s.
+3. The same with LoRA (r=8 on attention, dropout 0.1 on the adapters' input, plus the head):
+   2.65% of the parameters trainable. LoRA moves more slowly, so it gets 900 steps (and a 3x
+   higher learning rate). Target: within 2 points of full fine-tuning.
+4. Control: the same full fine-tuning from a *random* model with the same shape and tokenizer,
+   to show what the pre-training contributes.
+
+Steps 2-4 run for --seeds seeds (data order, head init, adapters); the table shows each seed's
+figures and the mean. Every command is printed; results go to OUT/results.json.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+EXAMPLES = os.path.join(ROOT, "examples")
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+
+PRETRAIN = ["--max-steps", "600"]
+COMMON = ["--train", os.path.join(EXAMPLES, "faq", "intent_train.jsonl"),
+          "--val", os.path.join(EXAMPLES, "faq", "intent_val.jsonl"),
+          "--batch-size", "16", "--warmup-steps", "20"]
+FULL = ["--max-steps", "300", "--eval-interval", "50", "--learning-rate", "1e-3"]
+LORA = ["--max-steps", "900", "--eval-interval", "100", "--learning-rate", "3e-3",
+        "--lora-rank", "8", "--lora-alpha", "16", "--lora-targets", "attn",
+        "--lora-dropout", "0.1"]
+
+
+def sh(args, log):
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), PYTHONPATH=ROOT)
+    cmd = [sys.executable] + args
+    log("$ " + " ".join(a if " " not in a else repr(a) for a in ["python"] + args[0:]))
+    t0 = time.time()
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    wall = time.time() - t0
+    if res.returncode:
+        raise RuntimeError(f"command failed ({res.returncode}):\n{res.stdout[-3000:]}\n"
+                           f"{res.stderr[-3000:]}")
+    return wall
+
+
+def finetune(init, out_dir, extra, seed, log):
+    wall = sh(["-m", "tinyroots.finetune", "classify", "--init", init, "--out-dir", out_dir,
+               "--num-threads", str(THREADS), "--progress", "false", "--seed", str(seed)]
+              + COMMON + extra, log)
+    with open(os.path.join(out_dir, "eval.json")) as f:
+        m = json.load(f)
+    return {"seed": seed, "accuracy": m["accuracy"], "f1": m["f1"], "wall_s": round(wall, 1),
+            "train_time_s": m["train_time_s"], "best_step": m["best_step"],
+            "trainable_params": m["trainable_params"], "total_params": m["total_params"],
+            "trainable_percent": m["trainable_percent"]}
+
+
+def load_average():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def random_twin(pretrained, path):
+    """A randomly initialised model with the pre-trained one's shape and tokenizer."""
+    sys.path.insert(0, ROOT)
+    import tinyroots as tr
+    from tinyroots.generate import load_model_and_tokenizer
+    model, tok, _ = load_model_and_tokenizer(pretrained)
+    tr.manual_seed(0)
+    tr.GPT(model.config).save_pretrained(path, tokenizer=tok)
+    return path
+
+
+def run(out, pretrained=None, control=True, seeds=3, log=print):
+    os.makedirs(out, exist_ok=True)
+    sh([os.path.join(EXAMPLES, "make_faq.py")], log)
+    results = {"threads": THREADS, "load_average_before": load_average()}
+    if pretrained is None:
+        pretrained = os.path.join(out, "pretrain")
+        results["pretrain_wall_s"] = round(sh(
+            ["-m", "tinyroots.train", "--out-dir", pretrained, "--num-threads", str(THREADS),
+             "--progress", "false", "--plot", "false", "--sample-tokens", "0"] + PRETRAIN,
+            log), 1)
+        with open(os.path.join(pretrained, "summary.json")) as f:
+            results["pretrain_val_loss"] = json.load(f)["best_val_loss"]
+    twin = random_twin(pretrained, os.path.join(out, "random-init")) if control else None
+    runs = {"full": [], "lora": [], "scratch": []}
+    for seed in range(seeds):
+        runs["full"].append(finetune(pretrained, os.path.join(out, f"full-{seed}"), FULL, seed,
+                                     log))
+        log(f"  full fine-tuning: {runs['full'][-1]}")
+        runs["lora"].append(finetune(pretrained, os.path.join(out, f"lora-{seed}"), LORA, seed,
+                                     log))
+        log(f"  LoRA: {runs['lora'][-1]}")
+        if twin:
+            runs["scratch"].append(finetune(twin, os.path.join(out, f"scratch-{seed}"), FULL,
+                                            seed, log))
+            log(f"  from a random model: {runs['scratch'][-1]}")
+    results.update({k: v for k, v in runs.items() if v})
+    results["mean"] = {k: {"accuracy": sum(r["accuracy"] for r in v) / len(v),
+                           "f1": sum(r["f1"] for r in v) / len(v),
+                           "wall_s": max(r["wall_s"] for r in v)}
+                       for k, v in runs.items() if v}
+    results["lora_gap_points"] = round(100 * (results["mean"]["full"]["accuracy"]
+                                              - results["mean"]["lora"]["accuracy"]), 2)
+    results["load_average_after"] = load_average()
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def report(r, log=print):
+    names = {"full": "full fine-tuning, 300 steps", "lora": "LoRA r=8 (attn) + head, 900 steps",
+             "scratch": "control: random init, full, 300 steps"}
+    log("\n| run | seed | val accuracy | macro-F1 | wall time (s) | trainable params |")
+    log("| --- | --- | --- | --- | --- | --- |")
+    for key, name in names.items():
+        for m in r.get(key, []):
+            log(f"| {name} | {m['seed']} | {100 * m['accuracy']:.2f}% | {m['f1']:.4f} | "
+                f"{m['wall_s']} | {m['trainable_params']:,} ({m['trainable_percent']:.2f}%) |")
+        if key in r["mean"]:
+            mean = r["mean"][key]
+            log(f"| {name} | mean | {100 * mean['accuracy']:.2f}% | {mean['f1']:.4f} | "
+                f"max {mean['wall_s']} | |")
+    if "pretrain_wall_s" in r:
+        log(f"pre-training: {r['pretrain_wall_s']} s, val loss {r['pretrain_val_loss']:.3f}")
+    full, lora = r["mean"]["full"], r["mean"]["lora"]
+    pct = r["lora"][0]["trainable_percent"]
+    log(f"load average before/after: {r['load_average_before']} / {r['load_average_after']} "
+        f"({r['threads']} threads)")
+    log(f"targets: accuracy >= 95%: {full['accuracy'] >= 0.95}; under 120 s: "
+        f"{full['wall_s'] < 120} (LoRA: {lora['wall_s']} s); LoRA < 5% trainable: "
+        f"{pct < 5} ({pct:.2f}%); LoRA within 2 points: {r['lora_gap_points'] <= 2.0} "
+        f"(gap {r['lora_gap_points']:+.2f} points)")
+
+
+def test_finetune_targets(benchmark):
+    with tempfile.TemporaryDirectory() as out:
+        r = benchmark.pedantic(run, args=(out,), rounds=1, iterations=1)
+    report(r)
+    benchmark.extra_info.update({"mean": r["mean"], "lora_gap_points": r["lora_gap_points"]})
+    assert r["mean"]["full"]["accuracy"] >= 0.95
+    assert r["mean"]["full"]["wall_s"] < 120
+    assert r["lora"][0]["trainable_percent"] < 5.0
+    assert r["lora_gap_points"] <= 2.0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(ROOT, "out", "bench_finetune"))
+    ap.add_argument("--pretrained", default=None, help="reuse this pre-trained run directory")
+    ap.add_argument("--no-control", action="store_true", help="skip the random-init control")
+    ap.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds (default 3)")
+    args = ap.parse_args()
+    r = run(args.out, args.pretrained, control=not args.no_control, seeds=args.seeds)
+    report(r)
+
+
+if __name__ == "__main__":
+    main()

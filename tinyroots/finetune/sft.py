@@ -1,0 +1,176 @@
+"""Supervised fine-tuning of the language model itself: chat and translation.
+
+Both tasks turn an example into one token sequence with a label per token (data.py):
+
+    chat        <|user|> Hi <|end|> <|assistant|> Hello! <|end|>
+    labels      -100    ... -100    -100          Hello! <|end|>
+    translate   <|source|> the cat <|target|> le chat <|endoftext|>
+    labels      -100       ...     -100       le chat <|endoftext|>
+
+and trains with the model's own next-token loss, ``model(ids, labels=labels)``: position t is
+trained to predict labels[t + 1], and positions whose label is -100 contribute nothing -- not
+to the loss, not to the gradient. The model learns to answer (or translate), never to imitate
+the user.
+
+Validation: the same loss on the validation set (val_loss, and perplexity = exp(val_loss));
+for translation also BLEU of greedy translations against the references (evaluate.bleu).
+The checkpoint is an ordinary GPT-2 directory plus the tokenizer with its new special tokens:
+python -m tinyroots.chat and python -m tinyroots.generate --task translate load it.
+"""
+
+import numpy as np
+
+from .. import checkpoint as ck
+from ..evaluate import bleu, perplexity
+from ..modify import ExportView
+from ..tensor import no_grad
+from .data import (CHAT_TOKENS, IGNORE, TRANSLATE_TOKENS, DataError, chat_ids, pad_batch,
+                   translation_ids)
+from .task import Task, chunks
+
+
+class SFTTask(Task):
+    """Shared by chat and translate: sequences with per-token labels."""
+
+    def encode_example(self, ex):
+        raise NotImplementedError
+
+    def build(self, gpt, train_examples, val_examples):
+        self.limit = self.max_length(gpt)
+        self.train_items = self._encode(train_examples, self.cfg.train)
+        self.val_items = self._encode(val_examples, self.cfg.val)
+        self.val_examples = val_examples
+        self.train_sampler = self.sampler(len(self.train_items))
+        n_tokens = sum(len(ids) for ids, _ in self.train_items)
+        n_labels = sum(sum(lab != IGNORE for lab in labels) for _, labels in self.train_items)
+        self.log(f"{self.name}: {len(self.train_items)} train / {len(self.val_items)} val "
+                 f"examples, {n_tokens:,} train tokens of which {n_labels:,} are trained on; "
+                 f"special tokens {', '.join(self.special_tokens)}")
+        return gpt
+
+    def _encode(self, examples, what):
+        items = self.encode_all(examples, self.encode_example, self.limit, what)
+        kept = []
+        for ids, labels in items:
+            ids, labels = ids[:self.limit], labels[:self.limit]
+            # subtle: labels[0] is never a target (nothing comes before it to predict it)
+            if any(lab != IGNORE for lab in labels[1:]):
+                kept.append((ids, labels))
+        if len(kept) < len(items):
+            self.log(f"{what}: {len(items) - len(kept)} example(s) longer than {self.limit} "
+                     "tokens had nothing left to learn after cutting and were left out")
+        if not kept:
+            raise DataError(f"{what}: no usable examples (max_length {self.limit} tokens)")
+        return kept
+
+    def _batch(self, items, augment):
+        seqs, labs = [], []
+        for ids, labels in items:
+            if augment:
+                ids, labels = self.augment(ids, labels)
+            seqs.append(ids)
+            labs.append(labels)
+        ids, labels, _ = pad_batch(seqs, self.pad_id, labs)
+        return ids, labels
+
+    def next_batch(self):
+        idx = self.train_sampler.next()
+        return self._batch([self.train_items[i] for i in idx], augment=True)
+
+    def loss(self, module, batch):
+        ids, labels = batch
+        return module(ids, labels=labels, return_logits=False).loss
+
+    def val_loss(self, module, items, batch_size=32):
+        """Mean loss per trained token over items (the same weighting as one big batch)."""
+        total, count = 0.0, 0
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+        was_training = module.training
+        module.eval()
+        with no_grad():
+            for idx in chunks(order, batch_size):
+                ids, labels = self._batch([items[i] for i in idx], augment=False)
+                n = int((labels[:, 1:] != IGNORE).sum())
+                total += float(module(ids, labels=labels, return_logits=False).loss) * n
+                count += n
+        module.train(was_training)
+        return total / max(count, 1)
+
+    def evaluate(self, module, final=False):
+        items = self.val_items if final else self.val_subset(self.val_items)
+        loss = self.val_loss(module, items)
+        return {"val_loss": loss, "perplexity": perplexity(loss)}
+
+    def save(self, module, path, export):
+        state = export if export is not None else module.state_dict()
+        ck.save_pretrained(ExportView(module.config, state), path, tokenizer=self.tokenizer)
+
+
+class ChatTask(SFTTask):
+    name = "chat"
+    special_tokens = CHAT_TOKENS
+
+    def encode_example(self, ex):
+        return chat_ids(self.tokenizer, ex["messages"])
+
+    def evaluate(self, module, final=False):
+        metrics = super().evaluate(module, final)
+        if final:
+            metrics["samples"] = self.samples(module)
+        return metrics
+
+    def samples(self, module, n=3):
+        """Greedy replies to the first user turns of a few validation dialogues (for the log)."""
+        end_id = self.tokenizer.special_tokens["<|end|>"]
+        out = []
+        for ex in self.val_examples[:n]:
+            msgs = ex["messages"]
+            first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+            prompt, _ = chat_ids(self.tokenizer, msgs[:first], add_generation_prompt=True)
+            reply = generate_until(module, prompt, end_id, self.cfg.max_new_tokens, self.limit)
+            out.append({"prompt": msgs[first - 1]["content"] if first else "",
+                        "reference": msgs[first]["content"],
+                        "output": self.tokenizer.decode(reply)})
+        return out
+
+
+class TranslateTask(SFTTask):
+    name = "translate"
+    special_tokens = TRANSLATE_TOKENS
+
+    def encode_example(self, ex):
+        return translation_ids(self.tokenizer, ex["source"], ex["target"])
+
+    def translate(self, module, sources):
+        eot = self.tokenizer.special_tokens["<|endoftext|>"]
+        outs = []
+        for src in sources:
+            prompt, _ = translation_ids(self.tokenizer, src)
+            ids = generate_until(module, prompt, eot, self.cfg.max_new_tokens, self.limit)
+            outs.append(self.tokenizer.decode(ids).strip())
+        return outs
+
+    def evaluate(self, module, final=False):
+        metrics = super().evaluate(module, final)
+        if final or self.cfg.metric_name == "bleu":
+            examples = self.val_examples[:self.cfg.bleu_examples]
+            hyps = self.translate(module, [ex["source"] for ex in examples])
+            refs = [ex["target"] for ex in examples]
+            metrics["bleu"], metrics["bleu_implementation"] = bleu(hyps, refs)
+            metrics["bleu_examples"] = len(examples)
+            if final:
+                metrics["samples"] = [{"source": ex["source"], "reference": ex["target"],
+                                       "output": h} for ex, h in zip(examples[:3], hyps)]
+        return metrics
+
+
+def generate_until(model, prompt, stop_id, max_new_tokens, limit):
+    """Greedy continuation of prompt (a list of ids) until stop_id; -> the new ids without it."""
+    prompt = prompt[-limit:]
+    budget = max(0, min(max_new_tokens, model.config.block_size - len(prompt)))
+    was_training = model.training
+    ids = model.generate(np.asarray([prompt], dtype=np.int64), max_new_tokens=budget,
+                         do_sample=False, eos_token_id=stop_id)
+    model.train(was_training)
+    new = ids[0, len(prompt):].tolist()
+    return new[:new.index(stop_id)] if stop_id in new else new
