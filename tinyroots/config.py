@@ -163,7 +163,9 @@ def apply_overrides(cls, cfg, overrides, source):
 
 def build_parser(cls, prog, description, presets=None):
     helps = field_help(cls)
-    parser = argparse.ArgumentParser(prog=prog, description=description,
+    # allow_abbrev=False: a prefix such as --learning-rat must be an unknown-key error, not a
+    # silent guess at --learning-rate
+    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", metavar="FILE",
                         help="TOML or JSON file of key = value settings (flags override it)")

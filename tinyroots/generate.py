@@ -105,14 +105,18 @@ class TextStreamer:
     next token (or the end) decides it.
     """
 
-    def __init__(self, tokenizer, out=sys.stdout):
+    def __init__(self, tokenizer, out=sys.stdout, skip_ids=()):
         self.tokenizer = tokenizer
         self.out = out
+        self.skip_ids = set(skip_ids)   # e.g. <|endoftext|>: it ends a sample, it is not text
         self.ids = []
         self.printed = 0
 
     def put(self, ids):
-        self.ids.append(int(np.asarray(ids).reshape(-1)[0]))
+        token = int(np.asarray(ids).reshape(-1)[0])
+        if token in self.skip_ids:
+            return
+        self.ids.append(token)
         text = self.tokenizer.decode(self.ids)
         stable = text.rstrip("\ufffd")
         if len(stable) > self.printed:
@@ -161,7 +165,8 @@ def generate_text(model, tokenizer, cfg, prompt_ids, out=sys.stdout):
     eos = getattr(tokenizer, "eot_token_id", None) if cfg.stop_at_eos else None
     for i in range(cfg.num_samples):
         seed = None if cfg.seed is None else cfg.seed + i
-        streamer = TextStreamer(tokenizer, out) if cfg.stream else None
+        streamer = TextStreamer(tokenizer, out, skip_ids=() if eos is None else (eos,)) \
+            if cfg.stream else None
         if cfg.num_samples > 1 and cfg.stream:
             out.write(f"--- sample {i + 1} ---\n")
         ids = model.generate(np.asarray([prompt_ids], dtype=np.int64),

@@ -259,7 +259,10 @@ class MLP(Module):
         self.dropout = Dropout(config.dropout)
 
     def forward(self, x):
-        h = ops.linear_gelu(x, self.c_fc.weight, self.c_fc.bias)          # (B, T, 4C)
+        if type(self.c_fc) is Linear:   # the fused kernel writes pre-activation and GELU at once
+            h = ops.linear_gelu(x, self.c_fc.weight, self.c_fc.bias)      # (B, T, 4C)
+        else:                           # a wrapped layer (a LoRA adapter, say) runs as itself
+            h = ops.gelu(self.c_fc(x))
         return self.dropout(self.c_proj(h))                                # (B, T, C)
 
 

@@ -422,15 +422,28 @@ def linear(x, w, b=None):
     out = K.linear_forward(x2, w.data, None if b is None else b.data).reshape(*lead, w.shape[1])
 
     def backward(g):
-        dx, dw, db = K.linear_backward(_rows(g), x2, w.data, x.requires_grad)
-        if x.requires_grad:
-            x._accum(dx.reshape(x.shape))
-        w._accum(dw)
-        if b is not None:
-            b._accum(db)
+        _linear_backward(_rows(g), x, x2, w, b)
 
     parents = (x, w) if b is None else (x, w, b)
     return Tensor._from_op(out, parents, backward, "linear")
+
+
+def _linear_backward(g2, x, x2, w, b):
+    """The shared backward of linear and linear_gelu, given g2 = dL/d(x @ w + b) as (N, OC).
+
+    A frozen weight (requires_grad False: fine-tuning with LoRA or frozen blocks) costs no
+    dw GEMM: only dx = g2 @ w^T is made.
+    """
+    if w.requires_grad:
+        dx, dw, db = K.linear_backward(g2, x2, w.data, x.requires_grad)
+        w._accum(dw)
+    else:
+        dx = K.matmul_nt(g2, w.data) if x.requires_grad else None
+        db = g2.sum(axis=0) if b is not None and b.requires_grad else None
+    if x.requires_grad:
+        x._accum(dx.reshape(x.shape))
+    if b is not None and b.requires_grad:
+        b._accum(db)
 
 
 def linear_gelu(x, w, b=None):
@@ -448,13 +461,7 @@ def linear_gelu(x, w, b=None):
     pre, out = K.linear_gelu_forward(x2, w.data, None if b is None else b.data)
 
     def backward(g):
-        dpre = K.gelu_backward(_rows(g), pre)
-        dx, dw, db = K.linear_backward(dpre, x2, w.data, x.requires_grad)
-        if x.requires_grad:
-            x._accum(dx.reshape(x.shape))
-        w._accum(dw)
-        if b is not None:
-            b._accum(db)
+        _linear_backward(K.gelu_backward(_rows(g), pre), x, x2, w, b)
 
     parents = (x, w) if b is None else (x, w, b)
     return Tensor._from_op(out.reshape(*lead, w.shape[1]), parents, backward, "linear_gelu")
