@@ -156,6 +156,9 @@ TaskGrid task_grid(int64_t M, int64_t N, int64_t K, int64_t mr, int64_t nr, int 
         }
         if (n_row == 1) break;  // more columns only adds packing of A
     }
+    // equal shares: a task count that is a multiple of the thread count, so that no thread
+    // runs the last task alone while the others wait (25 tasks on 2 threads take as long as 26)
+    while ((best.n_col * best.n_row) % nthreads != 0 && best.n_col < max_col) best.n_col++;
     best.cols = round_up(ceil_div(N, best.n_col), nr);
     best.rows = round_up(ceil_div(M, best.n_row), mr);
     best.n_col = ceil_div(N, best.cols);

@@ -109,19 +109,21 @@ TR_AVX512 __attribute__((always_inline)) inline void store_tile(
     }
 }
 
-// C[0:m, 0:n] (+)= Ap (kc x MR, packed) @ Bp (kc x NR, packed): the inner loop of the GEMM.
-TR_AVX512 void tile_packed(int64_t kc, const float* __restrict__ Ap,
-                           const float* __restrict__ Bp, float* C, int64_t ldc, int m, int n,
-                           const TileEpilogue& ep) {
-    __m512 acc[MR][NV];
+// C[0:m, 0:n] (+)= Ap (kc x MR, packed) @ Bp (kc x NR, packed): the inner loop of the GEMM,
+// for the first R <= MR rows of the sliver (R = MR except in a last, partial sliver).
+template <int R>
+TR_AVX512 void tile_packed_rows(int64_t kc, const float* __restrict__ Ap,
+                                const float* __restrict__ Bp, float* C, int64_t ldc, int m,
+                                int n, const TileEpilogue& ep) {
+    __m512 acc[R][NV];
     // unrolled, so that the accumulators are registers from the start
 #pragma GCC unroll 16
-    for (int i = 0; i < MR; i++)
+    for (int i = 0; i < R; i++)
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
     // C is read back at the end: start fetching both cache lines of each of its rows now, so
     // they arrive while the loop runs (a tile of C is 12 rows x 128 bytes, ldc floats apart)
-    for (int i = 0; i < MR; i++) {
+    for (int i = 0; i < R; i++) {
         _mm_prefetch((const char*)(C + i * ldc), _MM_HINT_T0);
         _mm_prefetch((const char*)(C + i * ldc + 16), _MM_HINT_T0);
     }
@@ -130,12 +132,21 @@ TR_AVX512 void tile_packed(int64_t kc, const float* __restrict__ Ap,
         const float* b = Bp + k * NR;
         __m512 bv[NV];
         for (int v = 0; v < NV; v++) bv[v] = _mm512_load_ps(b + 16 * v);
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < R; i++) {
             const __m512 ai = _mm512_set1_ps(a[i]);
             for (int v = 0; v < NV; v++) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
         }
     }
-    store_tile<MR, NV>(acc, C, ldc, m, n, ep);
+    store_tile<R, NV>(acc, C, ldc, m, n, ep);
+}
+
+// A sliver with m <= 4 or 8 real rows (M not a multiple of 12, e.g. 256 = 21 x 12 + 4) runs a
+// shorter kernel instead of multiplying rows of zeros.
+TR_AVX512 void tile_packed(int64_t kc, const float* Ap, const float* Bp, float* C, int64_t ldc,
+                           int m, int n, const TileEpilogue& ep) {
+    if (m <= 4) return tile_packed_rows<4>(kc, Ap, Bp, C, ldc, m, n, ep);
+    if (m <= 8) return tile_packed_rows<8>(kc, Ap, Bp, C, ldc, m, n, ep);
+    tile_packed_rows<MR>(kc, Ap, Bp, C, ldc, m, n, ep);
 }
 
 // Unpacked R x (16 V) tile for few rows: A(i, k) = A[i * rsa + k * csa], B(k, j) = B[k * ldb + j].
