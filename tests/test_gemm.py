@@ -335,15 +335,6 @@ def test_dispatch_names_match_ref():
 # every instruction-set path
 
 
-def test_isa_is_the_one_requested():
-    requested = os.environ.get("TINYROOTS_ISA")
-    if not requested:
-        pytest.skip("runs inside test_isa_path's subprocesses")
-    if _C.simd_isa() != requested:
-        pytest.skip(f"this CPU cannot run {requested}; got {_C.simd_isa()}")
-    assert _C.simd_isa() == requested
-
-
 @pytest.mark.skipif(bool(os.environ.get("TINYROOTS_ISA")), reason="already in a subprocess")
 @pytest.mark.parametrize("isa", ["avx2", "portable"])
 def test_isa_path(isa):
@@ -351,6 +342,9 @@ def test_isa_path(isa):
     if isa == "avx2" and _C.simd_isa() == "portable":
         pytest.skip("this CPU has no AVX2")
     env = dict(os.environ, TINYROOTS_ISA=isa)
+    check = subprocess.run([sys.executable, "-c", "from tinyroots import _C; print(_C.simd_isa())"],
+                           env=env, capture_output=True, text=True, check=True)
+    assert check.stdout.strip() == isa          # the subprocess really runs the forced path
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                           "-p", "no:randomly", __file__], env=env, capture_output=True,
                          text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
