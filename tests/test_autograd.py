@@ -135,6 +135,9 @@ def test_linear_family():
     gradcheck(ops.linear, [x, w, b])
     gradcheck(lambda x, w: ops.linear(x, w), [x, w])
     gradcheck(ops.linear_gelu, [x, w, b])
+    r = t64(rng, 2, 3, 5)
+    gradcheck(ops.linear_residual, [x, w, b, r])
+    gradcheck(lambda x, w, r: ops.linear_residual(x, w, None, r), [x, w, r])
     wt = t64(rng, 6, 4)
     gradcheck(ops.linear_transposed, [x, wt])
 

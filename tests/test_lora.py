@@ -167,7 +167,7 @@ def test_lora_on_c_fc_is_not_bypassed_by_the_fused_mlp():
     ids = np.arange(10)[None]
     before = model(ids).logits.data.copy()
     modify.apply_lora(model, r=2, targets="mlp.c_fc")
-    assert isinstance(model.transformer.h[0].mlp, modify.LoRAMLP)
+    assert isinstance(model.transformer.h[0].mlp.c_fc, LoRALinear)
     np.testing.assert_allclose(model(ids).logits.data, before, rtol=1e-5, atol=1e-6)
     randomise_adapters(model)
     assert np.abs(model(ids).logits.data - before).max() > 1e-3

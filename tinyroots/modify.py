@@ -30,9 +30,8 @@ import os
 import numpy as np
 
 from .checkpoint import CheckpointError, load_safetensors, read_json, save_safetensors, write_json
-from .model import MLP, Block
+from .model import Block
 from .nn import Dropout, LoRALinear, Parameter, normal
-from .ops import gelu
 from .random import generator
 
 # ---------------------------------------------------------------------------------------------
@@ -230,19 +229,6 @@ LORA_TARGETS = {
 _PROJECTIONS = LORA_TARGETS["all"]
 
 
-class LoRAMLP(MLP):
-    """GPT-2's MLP with an adapter on c_fc.
-
-    subtle: MLP.forward calls the fused linear_gelu kernel on c_fc's weight directly, which
-    would skip an adapter on c_fc without a word; this subclass goes through the module
-    instead: gelu(c_fc(x)), the same numbers, with the adapter included.
-    """
-
-    def forward(self, x):
-        h = gelu(self.c_fc(x))                                             # (B, T, 4C)
-        return self.dropout(self.c_proj(h))                                # (B, T, C)
-
-
 def parse_lora_targets(targets):
     """'attn' / 'mlp' / 'all' / 'attn.c_attn,mlp.c_fc' / a list -> a tuple of projections."""
     if isinstance(targets, str):
@@ -279,9 +265,8 @@ def apply_lora(model, r=8, alpha=16.0, dropout=0.0, targets="attn", freeze_base=
         for target in targets:
             parent_name, child = target.split(".")
             parent = getattr(block, parent_name)
+            # (MLP.forward sees that c_fc is no longer a plain Linear and routes through it)
             setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha, dropout))
-            if target == "mlp.c_fc" and type(parent) is MLP:
-                parent.__class__ = LoRAMLP     # see LoRAMLP: route c_fc through its module
     model.lora_config = {"r": int(r), "lora_alpha": float(alpha), "lora_dropout": float(dropout),
                          "target_modules": list(targets)}
     return model
@@ -304,8 +289,6 @@ def merge_lora(model):
         for part in path:
             parent = getattr(parent, part)
         setattr(parent, child, layer.to_linear())
-        if isinstance(parent, LoRAMLP):
-            parent.__class__ = MLP
     if hasattr(model, "lora_config"):
         del model.__dict__["lora_config"]
     return model
@@ -418,7 +401,7 @@ def lora_fraction(model):
 
 
 __all__ = [
-    "ExportView", "LORA_TARGETS", "LoRAMLP", "add_blocks", "apply_lora", "count_parameters",
+    "ExportView", "LORA_TARGETS", "add_blocks", "apply_lora", "count_parameters",
     "freeze", "freeze_blocks", "load_adapter", "lora_fraction", "lora_layers", "lora_state_dict",
     "merge_lora", "merged_state_dict", "parse_lora_targets", "resize_context", "resize_vocab",
     "save_adapter", "set_dropout", "trainable_parameters", "unfreeze",

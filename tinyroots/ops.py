@@ -428,6 +428,31 @@ def linear(x, w, b=None):
     return Tensor._from_op(out, parents, backward, "linear")
 
 
+def linear_residual(x, w, b, residual):
+    """Fused residual + linear(x, w, b): a block's output projection and its skip connection,
+    written in one pass (the add happens in the GEMM's epilogue, while the tile is in registers).
+
+    x (..., C), w (C, OC), residual (..., OC). backward: dresidual = g, and linear's backward.
+    """
+    x, w = _pair("linear_residual", x, w)
+    residual = _as_tensor(residual, like=x)
+    if w.ndim != 2 or x.shape[-1] != w.shape[0] or residual.shape != x.shape[:-1] + w.shape[1:]:
+        raise ShapeError(f"linear_residual: input {x.shape}, weight {w.shape} and residual "
+                         f"{residual.shape} do not fit (need (..., C), (C, OC), (..., OC))")
+    if b is not None:
+        b = _as_tensor(b, like=w)
+    x2 = _rows(x.data)
+    out = K.linear_residual_forward(x2, w.data, None if b is None else b.data,
+                                    _rows(residual.data)).reshape(residual.shape)
+
+    def backward(g):
+        residual._accum(g)
+        _linear_backward(_rows(g), x, x2, w, b)
+
+    parents = (x, w, residual) if b is None else (x, w, b, residual)
+    return Tensor._from_op(out, parents, backward, "linear_residual")
+
+
 def _linear_backward(g2, x, x2, w, b):
     """The shared backward of linear and linear_gelu, given g2 = dL/d(x @ w + b) as (N, OC).
 
