@@ -732,6 +732,7 @@ PYBIND11_MODULE(_C, m) {
 #else
     m.attr("openmp") = false;
 #endif
+    m.attr("malloc_tuned") = tinyroots::tune_allocator();
 
     // -- kernels -------------------------------------------------------------------------
     // linear / matmul (gemm.h)

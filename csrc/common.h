@@ -73,4 +73,7 @@ inline CpuFeatures cpu_features() {
 // "portable". TINYROOTS_ISA=avx2|portable in the environment caps it (for testing each path).
 const char* simd_isa();
 
+// Tunes glibc's malloc to reuse large freed buffers (see cpu.cpp); true if it was applied.
+bool tune_allocator();
+
 }  // namespace tinyroots

@@ -2,6 +2,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "common.h"
 
 namespace tinyroots {
@@ -17,6 +21,26 @@ const char* simd_isa() {
         return "portable";
     }();
     return isa;
+}
+
+// Keep freed activation buffers for reuse instead of giving them back to the OS.
+//
+// A training step allocates and frees the same large arrays (activations, gradients, tens of
+// MB each) every step. glibc serves big requests with a fresh mmap and unmaps them on free, so
+// every step page-faults all of that memory back in and the kernel zero-fills it: a 6-layer,
+// 384-wide model at 4096 tokens per step spent ~15% of its time there. Raising the mmap
+// threshold to its maximum (32 MB on 64-bit glibc) and not trimming the heap lets malloc reuse
+// the pages. Peak memory is unchanged; memory is just not returned to the OS between steps.
+// TINYROOTS_MALLOC_TUNE=0 leaves the allocator alone.
+bool tune_allocator() {
+#if defined(__GLIBC__)
+    const char* env = std::getenv("TINYROOTS_MALLOC_TUNE");
+    if (env && std::strcmp(env, "0") == 0) return false;
+    const bool ok = mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024) == 1;
+    return mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && ok;
+#else
+    return false;
+#endif
 }
 
 }  // namespace tinyroots

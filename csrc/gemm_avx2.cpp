@@ -49,9 +49,7 @@ TR_AVX2 inline __m256 exp256(__m256 x) {
 }
 
 // gelu(x) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)  (see gemm_kernels.h)
-// Out of line: it runs once per element of C, and inlined into every unrolled store of a
-// tile it would bloat the kernels.
-TR_AVX2 __attribute__((noinline)) __m256 gelu256(__m256 x) {
+TR_AVX2 inline __m256 gelu256(__m256 x) {
     const __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
     const __m256 u = _mm256_mul_ps(_mm256_set1_ps(kGeluScale),
                                    _mm256_fmadd_ps(_mm256_set1_ps(kGeluCubic), x3, x));
@@ -91,12 +89,20 @@ TR_AVX2 __attribute__((always_inline)) inline void store_tile(
                 if (ep.residual)
                     x = _mm256_add_ps(
                         x, _mm256_maskload_ps(ep.residual + i * ep.ld + 8 * v, mask[v]));
-                if (ep.pre) {
-                    _mm256_maskstore_ps(ep.pre + i * ep.ld + 8 * v, mask[v], x);
-                    x = gelu256(x);
-                }
+                if (ep.pre) _mm256_maskstore_ps(ep.pre + i * ep.ld + 8 * v, mask[v], x);
             }
             _mm256_maskstore_ps(c + 8 * v, mask[v], x);
+        }
+    }
+    // GELU in a second pass over the tile, which is still in L1. subtle: doing it in the loop
+    // above, with up to 24 accumulators live, makes the compiler spill them around the
+    // polynomial; here no accumulator is live any more.
+    if (ep.last && ep.pre) {
+        for (int i = 0; i < m && i < R; i++) {
+            for (int v = 0; v < V; v++) {
+                const __m256 x = _mm256_maskload_ps(ep.pre + i * ep.ld + 8 * v, mask[v]);
+                _mm256_maskstore_ps(C + i * ldc + 8 * v, mask[v], gelu256(x));
+            }
         }
     }
 }

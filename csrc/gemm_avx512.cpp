@@ -57,9 +57,7 @@ TR_AVX512 inline __m512 exp512(__m512 x) {
 }
 
 // gelu(x) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)  (see gemm_kernels.h)
-// Out of line: it runs once per element of C, and inlined into every unrolled store of a
-// tile it would bloat the kernels.
-TR_AVX512 __attribute__((noinline)) __m512 gelu512(__m512 x) {
+TR_AVX512 inline __m512 gelu512(__m512 x) {
     const __m512 x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
     const __m512 u = _mm512_mul_ps(_mm512_set1_ps(kGeluScale),
                                    _mm512_fmadd_ps(_mm512_set1_ps(kGeluCubic), x3, x));
@@ -99,12 +97,20 @@ TR_AVX512 __attribute__((always_inline)) inline void store_tile(
                 if (ep.residual)
                     x = _mm512_add_ps(
                         x, _mm512_maskz_loadu_ps(mask[v], ep.residual + i * ep.ld + 16 * v));
-                if (ep.pre) {
-                    _mm512_mask_storeu_ps(ep.pre + i * ep.ld + 16 * v, mask[v], x);
-                    x = gelu512(x);
-                }
+                if (ep.pre) _mm512_mask_storeu_ps(ep.pre + i * ep.ld + 16 * v, mask[v], x);
             }
             _mm512_mask_storeu_ps(c + 16 * v, mask[v], x);
+        }
+    }
+    // GELU in a second pass over the tile, which is still in L1. subtle: doing it in the loop
+    // above, with up to 24 accumulators live, makes the compiler spill them around the
+    // polynomial; here no accumulator is live any more.
+    if (ep.last && ep.pre) {
+        for (int i = 0; i < m && i < R; i++) {
+            for (int v = 0; v < V; v++) {
+                const __m512 x = _mm512_maskz_loadu_ps(mask[v], ep.pre + i * ep.ld + 16 * v);
+                _mm512_mask_storeu_ps(C + i * ldc + 16 * v, mask[v], gelu512(x));
+            }
         }
     }
 }

@@ -17,6 +17,8 @@ def describe():
         f"extension:   {info['extension'] or 'not built: ' + str(info['extension_error'])}",
         f"instruction set: {info['simd_isa']}",
         f"OpenMP:      {'yes' if info['openmp'] else 'no'}",
+        f"malloc:      {'large buffers reused' if info['malloc_tuned'] else 'default'} "
+        "(TINYROOTS_MALLOC_TUNE=0 turns the tuning off)",
         f"threads:     {info['num_threads']} (set with OMP_NUM_THREADS or "
         "tinyroots.set_num_threads)",
     ]

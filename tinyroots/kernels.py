@@ -117,6 +117,7 @@ def info():
         "extension_error": None if _import_error is None else str(_import_error),
         "simd_isa": _C.simd_isa() if _C is not None else "none",
         "openmp": bool(getattr(_C, "openmp", False)),
+        "malloc_tuned": bool(getattr(_C, "malloc_tuned", False)),
         "num_threads": get_num_threads(),
         "kernels": dict(IMPLEMENTATION),
     }
