@@ -553,7 +553,7 @@ F32 embedding_forward(py::handle weight_, py::handle ids_) {
     return out;
 }
 
-F32 embedding_backward(py::handle dout_, py::handle ids_, int64_t V) {
+F32 embedding_backward(py::handle dout_, py::handle ids_, int64_t V, py::handle dweight_) {
     const char* k = "embedding_backward";
     F32 dout = input_f32(dout_, k, "dout");
     if (V < 0) fail(k, "V must be >= 0, got " + std::to_string(V));
@@ -563,10 +563,17 @@ F32 embedding_backward(py::handle dout_, py::handle ids_, int64_t V) {
                     ", got " + shape_str(dout));
     const int64_t C = dout.shape(dout.ndim() - 1);
     expect_shape(dout, with_tail(ids, C), k, "dout");
-    // numpy.zeros, not a fresh array + memset: it asks the OS for zeroed pages (calloc), which
-    // appear lazily, so the rows of a 50257 x 768 table that no id touches cost nothing.
-    F32 dweight = py::module_::import("numpy").attr("zeros")(
-        py::make_tuple(V, C), py::arg("dtype") = "float32");
+    F32 dweight;
+    if (!dweight_.is_none()) {
+        // accumulate into an existing gradient (the tied wte already holds the head's part)
+        dweight = inplace_f32(dweight_, k, "dweight");
+        expect_shape(dweight, {V, C}, k, "dweight");
+    } else {
+        // numpy.zeros, not a fresh array + memset: it asks the OS for zeroed pages (calloc),
+        // which appear lazily, so rows of a 50257 x 768 table that no id touches cost nothing.
+        dweight = py::module_::import("numpy").attr("zeros")(py::make_tuple(V, C),
+                                                             py::arg("dtype") = "float32");
+    }
     {
         py::gil_scoped_release nogil;
         tinyroots::embedding_backward(dweight.mutable_data(), dout.data(), ids.data(),
@@ -775,7 +782,7 @@ PYBIND11_MODULE(_C, m) {
     // embedding
     m.def("embedding_forward", &embedding_forward, py::arg("weight"), py::arg("ids"));
     m.def("embedding_backward", &embedding_backward, py::arg("dout"), py::arg("ids"),
-          py::arg("V"));
+          py::arg("V"), py::arg("dweight") = py::none());
 
     // attention
     m.def("attention_forward", &attention_forward, py::arg("qkv"), py::arg("n_head"));

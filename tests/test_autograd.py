@@ -335,3 +335,26 @@ def test_tensor_basics():
     with pytest.raises(TypeError, match="dtype"):
         Tensor([1.0], dtype=np.int32)
     assert "requires_grad=True" in repr(Tensor([1.0], requires_grad=True))
+
+
+def test_tied_weight_gets_both_gradients():
+    """wte is read by the embedding and by the head; its grad is the sum of both parts, and the
+    embedding's part is added into the head's in place."""
+    w = t64(rng, 6, 4)
+    ids = np.array([[1, 2, 2, 5]])
+    gradcheck(lambda w: ops.linear_transposed(ops.embedding(w, ids), w), [w])
+    w32 = Tensor(rng.standard_normal((6, 4)), requires_grad=True)
+    out = ops.linear_transposed(ops.embedding(w32, ids), w32)
+    out.sum().backward()
+    first = w32.grad
+    assert first.flags.owndata or first.base is not None
+
+
+def test_leaf_gradient_is_its_own_array_even_when_owned():
+    w = Tensor(np.ones((3, 2)), requires_grad=True)
+    x = Tensor(np.ones((4, 3)))
+    ops.linear(x, w).sum().backward()
+    g1 = w.grad
+    ops.linear(x, w).sum().backward()          # accumulates in place into the same buffer
+    assert w.grad is g1
+    np.testing.assert_allclose(w.grad, 8.0)

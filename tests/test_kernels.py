@@ -660,3 +660,25 @@ def test_ref_adamw_matches_torch(torch):
         opt.step()
         ref.adamw_update(p, g, m, v, 1e-2, 0.9, 0.95, 1e-8, 0.1, step)
     np.testing.assert_allclose(p, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("threads", THREADS)
+def test_embedding_backward_accumulates_into_a_given_table(threads):
+    """dweight= adds the scatter into an existing gradient (the tied wte's) in place."""
+    _C.set_num_threads(threads)
+    rng = np.random.default_rng(7)
+    V, C = 50, 19
+    ids = rng.integers(0, V, (3, 11))
+    dout = rng.standard_normal((3, 11, C)).astype(np.float32)
+    start = rng.standard_normal((V, C)).astype(np.float32)
+    want = ref.embedding_backward(dout, ids, V, start.copy())
+    into = start.copy()
+    got = _C.embedding_backward(dout, ids, V, into)
+    assert got is into or np.shares_memory(got, into)
+    np.testing.assert_allclose(into, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(want - start, ref.embedding_backward(dout, ids, V), rtol=1e-4,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="dweight"):
+        _C.embedding_backward(dout, ids, V, np.zeros((V, C + 1), np.float32))
+    with pytest.raises(ValueError, match="dweight"):
+        _C.embedding_backward(dout, ids, V, np.zeros((C, V), np.float32).T)

@@ -397,9 +397,9 @@ def matmul(a, b):
     def backward(g):
         da, db = kernel.matmul_backward(g, a.data, b.data)
         if a.requires_grad:
-            a._accum(_unbroadcast(da, a.shape))
+            a._accum(_unbroadcast(da, a.shape), owned=True)
         if b.requires_grad:
-            b._accum(_unbroadcast(db, b.shape))
+            b._accum(_unbroadcast(db, b.shape), owned=True)
 
     return Tensor._from_op(out, (a, b), backward, "matmul")
 
@@ -461,14 +461,14 @@ def _linear_backward(g2, x, x2, w, b):
     """
     if w.requires_grad:
         dx, dw, db = K.linear_backward(g2, x2, w.data, x.requires_grad)
-        w._accum(dw)
+        w._accum(dw, owned=True)
     else:
         dx = K.matmul_nt(g2, w.data) if x.requires_grad else None
         db = g2.sum(axis=0) if b is not None and b.requires_grad else None
     if x.requires_grad:
         x._accum(dx.reshape(x.shape))
     if b is not None and b.requires_grad:
-        b._accum(db)
+        b._accum(db, owned=True)
 
 
 def linear_gelu(x, w, b=None):
@@ -512,7 +512,7 @@ def linear_transposed(x, w):
         if x.requires_grad:
             x._accum(K.linear_forward(g2, w.data, None).reshape(x.shape))
         if w.requires_grad:
-            w._accum(K.matmul_tn(g2, x2))
+            w._accum(K.matmul_tn(g2, x2), owned=True)
 
     return Tensor._from_op(out, (x, w), backward, "linear_transposed")
 
@@ -535,7 +535,13 @@ def embedding(weight, ids):
     out = K.embedding_forward(weight.data, ids)
 
     def backward(g):
-        weight._accum(K.embedding_backward(g, ids, V))
+        into = weight._leaf_grad()
+        if into is not None and into.dtype == g.dtype:
+            # the tied wte already holds the LM head's gradient: add the rows into it in place
+            # instead of building a second (V, C) table and summing the two
+            K.embedding_backward(g, ids, V, into)
+        else:
+            weight._accum(K.embedding_backward(g, ids, V), owned=True)
 
     return Tensor._from_op(out, (weight,), backward, "embedding")
 
@@ -556,9 +562,9 @@ def layernorm(x, w, b=None, eps=1e-5):
     def backward(g):
         dx, dw, db = K.layernorm_backward(g, x.data, w.data, mu, rstd)
         x._accum(dx)
-        w._accum(dw)
+        w._accum(dw, owned=True)
         if b is not None:
-            b._accum(db)
+            b._accum(db, owned=True)
 
     parents = (x, w) if b is None else (x, w, b)
     return Tensor._from_op(out, parents, backward, "layernorm")
@@ -759,10 +765,10 @@ def lora_linear(x, w, b, lora_a, lora_b, scale, dropout_p=0.0, training=False):
     def backward(g):
         g2 = _rows(g)                                                      # (N, OC)
         if lora_b.requires_grad:
-            lora_b._accum(K.matmul_tn(hs, g2))                             # dB = (s h)^T g
+            lora_b._accum(K.matmul_tn(hs, g2), owned=True)                             # dB = (s h)^T g
         dh = K.matmul_nt(g2, lora_b.data) * s                              # (N, R)
         if lora_a.requires_grad:
-            lora_a._accum(K.matmul_tn(xd, dh))                             # dA = xd^T dh
+            lora_a._accum(K.matmul_tn(xd, dh), owned=True)                             # dA = xd^T dh
         if x.requires_grad:
             dxa = K.matmul_nt(dh, lora_a.data)                             # (N, C)
             if mask is not None:
@@ -771,9 +777,9 @@ def lora_linear(x, w, b, lora_a, lora_b, scale, dropout_p=0.0, training=False):
             dx += dxa
             x._accum(dx.reshape(x.shape))
         if w.requires_grad:
-            w._accum(K.matmul_tn(x2, g2))                                  # dw = x^T g
+            w._accum(K.matmul_tn(x2, g2), owned=True)                                  # dw = x^T g
         if b is not None and b.requires_grad:
-            b._accum(g2.sum(axis=0))
+            b._accum(g2.sum(axis=0), owned=True)
 
     parents = (x, w, lora_a, lora_b) + (() if b is None else (b,))
     return Tensor._from_op(out.reshape(*lead, OC), parents, backward, "lora_linear")

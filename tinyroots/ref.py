@@ -235,14 +235,16 @@ def embedding_forward(weight, ids):
     return weight[ids]
 
 
-def embedding_backward(dout, ids, V):
+def embedding_backward(dout, ids, V, dweight=None):
     """forward was out = weight[ids], so dweight[v] = sum of dout over positions where ids == v.
 
     A scatter-add: the same id can appear many times, so plain indexed assignment would lose
-    all but one of the updates; np.add.at accumulates them.
+    all but one of the updates; np.add.at accumulates them. Given ``dweight`` (V, C), the rows
+    are added into it in place (and it is returned) instead of into a fresh zero table.
     """
     C = dout.shape[-1]
-    dweight = np.zeros((V, C), dtype=dout.dtype)
+    if dweight is None:
+        dweight = np.zeros((V, C), dtype=dout.dtype)
     np.add.at(dweight, ids.reshape(-1), dout.reshape(-1, C))
     return dweight
 

@@ -111,25 +111,38 @@ class Tensor:
             t._backward = None
         return t
 
-    def _accum(self, g):
+    def _accum(self, g, owned=False):
         """Add g into self.grad (the only way gradients are written).
 
-        subtle: the first gradient a *leaf* receives is copied, because an op's backward may hand
-        the same array to two parents (``a + b`` gives both the same g); an in-place update of
-        one parameter's grad (clipping, say) must not change another's.
+        ``owned=True`` promises that g is a fresh array nobody else holds (a kernel's output),
+        so a leaf can keep it as its .grad without a copy. Otherwise the first gradient a leaf
+        receives is copied. subtle: an op's backward may hand the same array to two parents
+        (``a + b`` gives both the same g); an in-place update of one parameter's grad (a second
+        accumulation, clipping) must not change another's. A leaf's .grad is therefore always
+        its own array, and later gradients are added into it in place.
         """
         if not self.requires_grad:
             return
         if g.shape != self.data.shape:
             raise RuntimeError(f"autograd: gradient of shape {g.shape} for a tensor of shape "
                                f"{self.data.shape} (from op '{self._op or 'leaf'}')")
+        leaf = self._backward is None
         if self.grad is None:
-            if self._backward is None:  # a leaf
+            if leaf and not (owned and g.dtype == self.data.dtype and g.flags.c_contiguous
+                             and g.flags.writeable):
                 self.grad = np.array(g, dtype=self.data.dtype, copy=True)
             else:
                 self.grad = g
+        elif leaf:
+            self.grad += g
         else:
             self.grad = self.grad + g
+
+    def _leaf_grad(self):
+        """This leaf's accumulated gradient, if a kernel may add into it in place (else None)."""
+        if self._backward is None and self.requires_grad and self.grad is not None:
+            return self.grad
+        return None
 
     # -- autograd ----------------------------------------------------------------------------
 
