@@ -65,7 +65,8 @@ class OptionalBuildExt(build_ext):
             self.parallel = os.cpu_count() or 1  # compile the C++ files side by side
 
     def build_extensions(self):
-        compiler_cmd = self.compiler.compiler_so[:1] if hasattr(self.compiler, "compiler_so") else None
+        compiler_so = getattr(self.compiler, "compiler_so", None)
+        compiler_cmd = compiler_so[:1] if compiler_so else None
         is_msvc = self.compiler.compiler_type == "msvc"
         openmp = []
         if is_msvc:

@@ -1,6 +1,7 @@
 """Run N training steps of one config in a fresh process and report tokens/s and peak RSS.
 
-    python bench/train_step_worker.py tinyroots c 10 2   -> JSON {"tokens_per_s": ..., "peak_rss_mb": ...}
+    python bench/train_step_worker.py tinyroots c 10 2
+    -> one JSON line {"tokens_per_s": ..., "peak_rss_mb": ...}
 
 A fresh process per measurement gives an honest peak resident memory (ru_maxrss) for each
 framework and config, uncontaminated by whatever ran before in the same interpreter.

@@ -35,7 +35,7 @@ def corpus(tmp_path_factory):
     (root / "nested" / "deep").mkdir(parents=True)
     write_jsonl(root / "part1.jsonl", docs[:100])
     write_jsonl(root / "nested" / "part2.jsonl.gz", docs[100:200], gz=True)
-    for i, d in enumerate(docs[200:250]):
+    for d in docs[200:250]:
         (root / "nested" / "deep" / f"{d['id']}.txt").write_text(d["text"], encoding="utf-8")
     write_jsonl(root / "part3.jsonl", docs[250:])
     (root / "nested" / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" + os.urandom(100))

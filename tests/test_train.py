@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tinyroots import generate as gen
-from tinyroots.train import PRESETS, TrainConfig, find_checkpoint, train
+from tinyroots.train import PRESETS, TrainConfig, train
 
 TINY = {k: v for k, v in PRESETS["tiny"].items() if not k.startswith("_")}
 

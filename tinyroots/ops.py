@@ -765,10 +765,10 @@ def lora_linear(x, w, b, lora_a, lora_b, scale, dropout_p=0.0, training=False):
     def backward(g):
         g2 = _rows(g)                                                      # (N, OC)
         if lora_b.requires_grad:
-            lora_b._accum(K.matmul_tn(hs, g2), owned=True)                             # dB = (s h)^T g
+            lora_b._accum(K.matmul_tn(hs, g2), owned=True)                 # dB = (s h)^T g
         dh = K.matmul_nt(g2, lora_b.data) * s                              # (N, R)
         if lora_a.requires_grad:
-            lora_a._accum(K.matmul_tn(xd, dh), owned=True)                             # dA = xd^T dh
+            lora_a._accum(K.matmul_tn(xd, dh), owned=True)                 # dA = xd^T dh
         if x.requires_grad:
             dxa = K.matmul_nt(dh, lora_a.data)                             # (N, C)
             if mask is not None:

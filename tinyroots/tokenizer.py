@@ -185,7 +185,8 @@ def _special_regex(specials):
 
 
 def _split_specials(text, special_regex):
-    """Yield (segment, is_special) in order: "a<|endoftext|>b" -> ("a", 0), ("<|...|>", 1), ("b", 0)."""
+    """Yield (segment, is_special) in order:
+    "a<|endoftext|>b" -> ("a", 0), ("<|endoftext|>", 1), ("b", 0)."""
     if special_regex is None:
         yield text, False
         return
@@ -1371,8 +1372,9 @@ class CharTokenizer:
             raise FileNotFoundError(f"tokenizer folder not found: {folder}")
         data = _read_json(path, "character tokenizer file (tokenizer.json)")
         if not isinstance(data, dict) or data.get("type") != "char":
-            raise TokenizerFileError(f"{path}: expected {{\"type\": \"char\", \"chars\": [...]}}"
-                                     f", got type {data.get('type') if isinstance(data, dict) else data!r}")
+            got = data.get("type") if isinstance(data, dict) else data
+            raise TokenizerFileError(f"{path}: expected {{\"type\": \"char\", \"chars\": "
+                                     f"[...]}}, got type {got!r}")
         chars = data.get("chars")
         specials = data.get("special_tokens", [])
         if not isinstance(chars, list) or not isinstance(specials, list):

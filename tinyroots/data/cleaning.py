@@ -306,7 +306,7 @@ def clean(inputs, out_dir, config=None, workers=1, keep_rejected=0, log=None):
     sketch = LineSketch(cfg.boilerplate_sketch_width, seed=cfg.seed) if cfg.boilerplate else None
     boilerplate = set()
     try:
-        for docs, scans in ordered_map(_scan_chunk, _chunks(read()), workers, _init_worker,
+        for _docs, scans in ordered_map(_scan_chunk, _chunks(read()), workers, _init_worker,
                                        (cfg,)):
             kept_lines = []
             for raw_bytes, norm_bytes, key, sig, keys, lines in scans:
