@@ -1,0 +1,48 @@
+"""Load a checkpoint in a fresh process; report load time, one forward's time and peak RSS.
+
+    python bench/load_worker.py DIR [threads]   -> one JSON line
+"""
+
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+
+
+def rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main():
+    path = sys.argv[1]
+    import tinyroots as tr
+    if len(sys.argv) > 2:
+        tr.set_num_threads(int(sys.argv[2]))
+    base = rss_mb()
+    t0 = time.perf_counter()
+    model = tr.GPT.from_pretrained(path)
+    load_s = time.perf_counter() - t0
+    after_load = rss_mb()
+    ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (1, 256))
+    with tr.no_grad():
+        t0 = time.perf_counter()
+        model(ids)
+        first_forward_s = time.perf_counter() - t0        # includes reading the weights in
+        t0 = time.perf_counter()
+        model(ids)
+        forward_s = time.perf_counter() - t0
+    weights_mb = model.num_parameters() * 4 / 2 ** 20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"load_s": load_s, "forward_s": forward_s, "first_forward_s": first_forward_s,
+                      "weights_mb": weights_mb, "rss_before_mb": base, "rss_after_load_mb": after_load,
+                      "peak_rss_mb": peak, "peak_rss_over_weights": peak / weights_mb}))
+
+
+if __name__ == "__main__":
+    main()
