@@ -202,3 +202,16 @@ def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, model, monkeypa
     assert (tmp_path / "model.safetensors").read_bytes() == good
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     tr.GPT.from_pretrained(tmp_path)   # still loads
+
+
+def test_loading_draws_no_random_initial_weights(tmp_path, model):
+    """from_pretrained builds the model inside nn.skip_init(): no 124M-number random init that
+    the file then overwrites (it cost a second and its memory stayed in the process)."""
+    from tinyroots import random as trandom
+    model.save_pretrained(tmp_path)
+    state = trandom.get_state()
+    loaded = tr.GPT.from_pretrained(tmp_path)
+    assert trandom.get_state() == state
+    tr.GPT(tr.GPTConfig(**CFG))                  # outside skip_init the draws happen again
+    assert trandom.get_state() != state
+    np.testing.assert_array_equal(logits_of(loaded, IDS), logits_of(model, IDS))

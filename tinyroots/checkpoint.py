@@ -26,6 +26,7 @@ import numpy as np
 from .fileio import atomic_write, write_json  # noqa: F401  (re-exported)
 from .fileio import read_json as _read_json
 from .model import GPT, GPTConfig
+from .nn import skip_init
 
 SAFETENSORS_DTYPES = {
     "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
@@ -242,7 +243,8 @@ def load_pretrained(path, model_class=GPT, mmap=True):
         path = resolve_model_dir(path)
     config = load_config(path)
     weights = load_weights(path)
-    model = model_class(config)
+    with skip_init():            # every parameter is about to be replaced by the file's
+        model = model_class(config)
     params = dict(model.named_parameters())
     found = {}
     for name, (arr, file) in weights.items():

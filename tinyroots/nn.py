@@ -7,6 +7,7 @@ needs: the arithmetic is in ops.py.
 """
 
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -185,8 +186,27 @@ class ModuleList(Module):
 # layers
 
 
+_init_weights = True
+
+
+@contextmanager
+def skip_init():
+    """Build modules without drawing random initial weights, because a checkpoint is about to
+    replace them: drawing 124M normal numbers takes a second, and the memory they held would
+    stay in the process after the checkpoint's arrays took their place."""
+    global _init_weights
+    previous, _init_weights = _init_weights, False
+    try:
+        yield
+    finally:
+        _init_weights = previous
+
+
 def normal(shape, std):
-    """Normal(0, std) initial weights from the global generator, float32."""
+    """Normal(0, std) initial weights from the global generator, float32 (uninitialised memory
+    inside skip_init(): no page is touched until something is written there)."""
+    if not _init_weights:
+        return np.empty(shape, dtype=np.float32)
     return generator().standard_normal(shape, dtype=np.float32) * np.float32(std)
 
 
