@@ -169,8 +169,11 @@ def test_classifier_checkpoint_gives_transformers_the_same_logits(pretrained, cl
 
 def test_lora_classify_trains_a_few_percent_and_saves_the_adapter(pretrained, classify_data,
                                                                   tmp_path):
+    # the model kept is the one with the best val_loss (not accuracy, which moves in coarse
+    # steps of 1/60 on this val set and can tie with the untrained model)
     run = finetune(cfg("classify", pretrained, classify_data, tmp_path, lora_rank=2,
-                       lora_targets="attn", learning_rate=1e-2, max_steps=40, pooling="mean"),
+                       lora_targets="attn", learning_rate=3e-3, max_steps=150, eval_interval=25,
+                       pooling="mean", metric="val_loss"),
                    out=quiet)
     m = run.metrics
     # adapters r (in + out): 2 blocks x (2*(32+96) + 2*(32+32)) = 768; the head 3 x 32 = 96
@@ -185,7 +188,8 @@ def test_lora_classify_trains_a_few_percent_and_saves_the_adapter(pretrained, cl
     np.testing.assert_allclose(model(ids).logits.data, run.module.eval()(ids).logits.data,
                                rtol=1e-4, atol=1e-5)
     # a random 2-layer body is a poor feature extractor, so only ask that it learns
-    assert m["val_loss"] < read_metrics(tmp_path)[0]["val_loss"] - 0.03
+    # (over seeds 0-2 the drop measured 0.15-0.22 nats at step 150)
+    assert m["val_loss"] < read_metrics(tmp_path)[0]["val_loss"] - 0.06
     layer = modify.lora_layers(run.gpt)[0][1]
     assert np.abs(layer.lora_B.data).max() > 0                # B started at 0 and moved
 
