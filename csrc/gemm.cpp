@@ -43,9 +43,10 @@
 // each weight matrix, and each weight is used once, so the cost is reading the weights (memory
 // bound). Packing B would read and write it once more, so these shapes use unpacked kernels
 // that read B where it is: for x @ W, a few rows of W at a time, streamed across a wide range
-// of columns (C[i, j:j+64] += x[i, k] * W[k, j:j+64], tile after tile); for the tied LM head
-// x @ wte^T, dot products along the rows of wte. Up to M = 32 this also beats packing, whose
-// cost is then spread over too few rows.
+// of columns (C[i, j:j+64] += x[i, k] * W[k, j:j+64], tile after tile), the rows taken from a
+// few far-apart segments of W so that each segment is one long sequential stream (see
+// gemm_small); for the tied LM head x @ wte^T, dot products along the rows of wte. Up to M = 32
+// this also beats packing, whose cost is then spread over too few rows.
 #include "gemm.h"
 
 #include <algorithm>
@@ -73,7 +74,9 @@ constexpr int64_t TASKS_PER_THREAD = 2;         // for load balance, when the sh
 constexpr int64_t SMALL_M_MAX = 32;             // up to this many rows, the unpacked kernel ...
 constexpr int64_t DOT_M_MAX = 8;                // ... and for A @ B^T, its dot-product variant
 constexpr int64_t SMALL_KC = 8;                 // rows of B streamed side by side
-constexpr int64_t SMALL_TASKS_PER_THREAD = 1;   // long rows of B matter more than balance
+constexpr int64_t SMALL_GROUP_ROWS = 192;       // at least this many rows of B per K-group ...
+constexpr int64_t SMALL_MAX_GROUPS = 8;         // ... and at most this many groups
+constexpr int64_t SMALL_SEGMENT_GROUPS = 3;     // segments up to this many row groups of A
 constexpr int64_t DOT_TILES_PER_TASK = 8;       // dot tiles per task of A @ B^T
 constexpr double SERIAL_WORK = 64.0 * 64.0 * 64.0;  // M * N * K below which 1 thread is faster
 
@@ -121,17 +124,24 @@ const gd::KernelSet& kernel_set() {
     return gd::kernels_portable();
 }
 
-// The epilogue of the tile whose top-left element of C is (i, j), for the K slice [pc, pc+kc).
-gd::TileEpilogue tile_epilogue(const GemmEpilogue& ep, int64_t i, int64_t j, int64_t ldc,
-                               int64_t pc, int64_t kc, int64_t K) {
+// The epilogue of the tile whose top-left element of C is (i, j), in a sum over K done in
+// pieces: `first` piece (C is loaded only when accumulating), `last` piece (bias, residual, GELU).
+gd::TileEpilogue piece_epilogue(const GemmEpilogue& ep, int64_t i, int64_t j, int64_t ldc,
+                                bool first, bool last) {
     gd::TileEpilogue te;
-    te.load_c = ep.accumulate || pc > 0;
-    te.last = pc + kc == K;
+    te.load_c = ep.accumulate || !first;
+    te.last = last;
     te.bias = ep.bias ? ep.bias + j : nullptr;
     te.residual = ep.residual ? ep.residual + i * ldc + j : nullptr;
     te.pre = ep.pre ? ep.pre + i * ldc + j : nullptr;
     te.ld = ldc;
     return te;
+}
+
+// The same for the K slice [pc, pc+kc) of the packed path.
+gd::TileEpilogue tile_epilogue(const GemmEpilogue& ep, int64_t i, int64_t j, int64_t ldc,
+                               int64_t pc, int64_t kc, int64_t K) {
+    return piece_epilogue(ep, i, j, ldc, pc == 0, pc + kc == K);
 }
 
 // How a packed product is cut into tasks: n_col column blocks x n_row row blocks.
@@ -220,26 +230,89 @@ void gemm_packed(const gd::KernelSet& ks, bool trans_a, bool trans_b, int64_t M,
     }
 }
 
-// The few-rows path: B read in place. The columns are split into one contiguous range per
-// thread (as OpenBLAS's GEMV does); a task walks K in slices of SMALL_KC rows, and the kernel
-// streams each slice's rows across the task's whole width, one register tile after another.
-// A few long sequential streams are what the hardware prefetchers follow; hundreds of rows,
-// each N floats apart and read a tile's width at a time, they do not.
+// The few-rows path: B read in place, and read as a few long sequential streams, which is what
+// the hardware prefetchers follow (a GEMV's speed is how fast the weights stream from DRAM).
+//
+// K is cut into `groups` (small_groups below), and each group's rows into SMALL_KC segments.
+// The kernel takes one row from each segment at a time (SMALL_KC rows, segment_len rows apart)
+// and sweeps them across the whole width, tile after tile: each segment is then read front to
+// back, so a task is SMALL_KC sequential streams, each many KB long. The obvious order, SMALL_KC
+// neighbouring rows at a time, reads the same block of memory but as SMALL_KC short streams
+// (each one row long, 1.5 KB for a 384-wide weight) that restart every slice; the prefetchers
+// lose them, and a narrow weight (the c_proj of an MLP, 1536 x 384) streamed at half the speed
+// of a wide one.
+// Threads take groups, each group summing into its own partial (M, N) buffer, then add the
+// partial sums in group order into C with the epilogue. Splitting the columns instead (as
+// before) would give each thread half of every row: a stream with holes, the same problem.
+// Columns are split only when there are fewer groups than threads. The number of groups depends
+// on K and M only, so every element is summed in the same order whatever the thread count.
+int64_t small_groups(int64_t M, int64_t K) {
+    // rows per group: enough for long streams, and enough that the partial sums (M x N per
+    // group) stay small next to the weight rows (K / groups x N) they summarise
+    const int64_t rows = std::max(SMALL_GROUP_ROWS, 16 * M);
+    int64_t groups = 1;
+    while (2 * groups <= SMALL_MAX_GROUPS && 2 * groups * rows <= K) groups *= 2;
+    return groups;  // a power of two: splits evenly over 2, 4, 8 threads
+}
+
+// C[0:M, 0:n] (+)= A[0:M, rows r0..r1) @ B[r0..r1, 0:n], the epilogue ep applied piece by piece
+// (a plain GemmEpilogue() for a group's partial sums). A(i, k) = A[i * a_rs + k * a_cs].
+void small_group(const gd::KernelSet& ks, int64_t M, int64_t n, int64_t r0, int64_t r1,
+                 const float* A, int64_t a_rs, int64_t a_cs, const float* B, int64_t ldb,
+                 float* C, int64_t ldc, const GemmEpilogue& ep, int64_t j) {
+    const int64_t rows = r1 - r0;
+    // Segments pay off when each slice of B is read once or a few times (M fits one to three
+    // row groups: a GEMV and its neighbours). When more row groups re-read every slice from
+    // cache, neighbouring rows suit the cache better (measured: up to 10% at M = 32): rows a
+    // power-of-two fraction of a weight apart can all fall in the same cache sets.
+    const bool segments = M <= SMALL_SEGMENT_GROUPS * ks.small_m;
+    const int64_t apart = segments ? ceil_div(rows, SMALL_KC) : 1;  // rows apart in a slice
+    const int64_t step = segments ? 1 : SMALL_KC;                   // first rows of two slices
+    const int64_t slices = segments ? apart : ceil_div(rows, SMALL_KC);
+    for (int64_t s = 0; s < slices; s++) {
+        // rows r0 + s * step + apart * (0, 1, ...): with segments, one from each segment
+        const int64_t k = r0 + s * step;
+        const int64_t kc = std::min<int64_t>(SMALL_KC, ceil_div(r1 - k, apart));
+        for (int64_t i = 0; i < M; i += ks.small_m)
+            ks.small_tile(kc, A + i * a_rs + k * a_cs, a_rs, apart * a_cs, B + k * ldb,
+                          apart * ldb, C + i * ldc, ldc, (int)std::min<int64_t>(ks.small_m, M - i),
+                          n, piece_epilogue(ep, i, j, ldc, s == 0, s == slices - 1));
+    }
+}
+
 void gemm_small(const gd::KernelSet& ks, bool trans_a, int64_t M, int64_t N, int64_t K,
                 const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
                 const GemmEpilogue& ep, int nthreads) {
     const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
-    const int64_t width = round_up(ceil_div(N, SMALL_TASKS_PER_THREAD * nthreads), ks.small_nr);
-    const int64_t tasks = ceil_div(N, width);
-#pragma omp parallel for schedule(dynamic) num_threads(nthreads) if (nthreads > 1 && tasks > 1)
-    for (int64_t t = 0; t < tasks; t++) {
-        const int64_t j = t * width, n = std::min(width, N - j);
-        for (int64_t pc = 0; pc < K; pc += SMALL_KC) {
-            const int64_t kc = std::min(SMALL_KC, K - pc);
-            for (int64_t i = 0; i < M; i += ks.small_m)
-                ks.small_tile(kc, A + i * a_rs + pc * a_cs, a_rs, a_cs, B + pc * ldb + j, ldb,
-                              C + i * ldc + j, ldc, (int)std::min<int64_t>(ks.small_m, M - i), n,
-                              tile_epilogue(ep, i, j, ldc, pc, kc, K));
+    const int64_t groups = small_groups(M, K);
+    const int64_t col_blocks = groups >= nthreads ? 1 : ceil_div(nthreads, groups);
+    const int64_t width = round_up(ceil_div(N, col_blocks), ks.small_nr);
+    const int64_t n_col = ceil_div(N, width), tasks = groups * n_col;
+    // the partial sums of each group, (M, N) each, when there is more than one
+    float* const parts = groups > 1 ? scratch((size_t)(groups * M * N)) : nullptr;
+    static const float ones[SMALL_MAX_GROUPS] = {1, 1, 1, 1, 1, 1, 1, 1};
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && tasks > 1)
+    {
+#pragma omp for schedule(dynamic)
+        for (int64_t t = 0; t < tasks; t++) {
+            const int64_t g = t / n_col, j = (t % n_col) * width, n = std::min(width, N - j);
+            const int64_t r0 = K * g / groups, r1 = K * (g + 1) / groups;
+            if (groups == 1)
+                small_group(ks, M, n, r0, r1, A, a_rs, a_cs, B + j, ldb, C + j, ldc, ep, j);
+            else
+                small_group(ks, M, n, r0, r1, A, a_rs, a_cs, B + j, ldb,
+                            parts + g * M * N + j, N, GemmEpilogue(), j);
+        }
+        if (groups > 1) {
+            // C = [C +] parts[0] + parts[1] + ... then the epilogue: a product of ones (1, groups)
+            // with the stacked partial sums (groups, N), so the kernels' epilogue does the rest
+            // (x 1.0 is exact: these are plain sums, in group order)
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < M * n_col; t++) {
+                const int64_t i = t / n_col, j = (t % n_col) * width, n = std::min(width, N - j);
+                ks.small_tile(groups, ones, 0, 1, parts + i * N + j, M * N, C + i * ldc + j, ldc,
+                              1, n, piece_epilogue(ep, i, j, ldc, true, true));
+            }
         }
     }
 }

@@ -8,8 +8,8 @@
 
 The shapes walk across every block edge of the implementation: the few-rows paths (M <= 32,
 or <= 8 for A @ B^T) and their row groups (6, 3 or 2 rows), the micro-tile (12 x 32 on AVX-512,
-6 x 16 on AVX2, 4 x 8 portable), the K slices (256, and 8 on the few-rows path), the row block
-(144), odd and prime sizes, a vocabulary of 50257.
+6 x 16 on AVX2, 4 x 8 portable), the K slices (256; on the few-rows path, K-groups of 8
+segments, some short), the row block (144), odd and prime sizes, a vocabulary of 50257.
 
 Every instruction set is tested: this file runs in-process with the widest one the CPU has,
 and test_isa_path re-runs it in a subprocess with TINYROOTS_ISA=avx2 and =portable.
@@ -79,6 +79,8 @@ def threads(request):
 LINEAR_SHAPES = [
     (1, 1, 1), (1, 7, 5), (2, 5, 3), (3, 17, 1), (1, 1, 300), (5, 300, 1),
     (1, 768, 2304),          # one decoded token through c_attn: the GEMV path
+    (1, 1536, 384), (3, 389, 70),  # GEMV, narrow: 8 K-groups; 2 groups with a short segment
+    (2, 1000, 5),            # 4 K-groups of 250 rows, one tile wide
     (4, 129, 257),           # few rows: one or two row groups
     (7, 53, 131),            # one past the AVX-512 row group, and past the dot path (NT dx)
     (12, 256, 32), (13, 257, 33),  # a few-rows size of several row groups; one past each
@@ -172,6 +174,28 @@ def test_results_do_not_depend_on_thread_count():
     for other in results[1:]:
         for a, b_ in zip(results[0], other):
             np.testing.assert_array_equal(a, b_)
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 7])
+def test_few_rows_results_do_not_depend_on_thread_count(M):
+    # The few-rows path sums K in groups (partial sums added in group order) and splits columns
+    # when threads outnumber groups: neither may change a bit with the thread count.
+    rng = np.random.default_rng(3)
+    before = tinyroots.get_num_threads()
+    for C, OC in [(1536, 384), (384, 1536), (389, 70)]:
+        x, w, b = linear_inputs(rng, M, C, OC)
+        residual = rand(rng, M, OC)
+        results = []
+        try:
+            for n in (1, 2, 3):
+                tinyroots.set_num_threads(n)
+                results.append((_C.linear_forward(x, w, b), *_C.linear_gelu_forward(x, w, b),
+                                _C.linear_residual_forward(x, w, b, residual)))
+        finally:
+            tinyroots.set_num_threads(before)
+        for other in results[1:]:
+            for a, b_ in zip(results[0], other):
+                np.testing.assert_array_equal(a, b_)
 
 
 def test_gelu_epilogue_extremes():
