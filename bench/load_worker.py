@@ -39,8 +39,9 @@ def main():
         forward_s = time.perf_counter() - t0
     weights_mb = model.num_parameters() * 4 / 2 ** 20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"load_s": load_s, "forward_s": forward_s, "first_forward_s": first_forward_s,
-                      "weights_mb": weights_mb, "rss_before_mb": base, "rss_after_load_mb": after_load,
+    print(json.dumps({"load_s": load_s, "forward_s": forward_s,
+                      "first_forward_s": first_forward_s, "weights_mb": weights_mb,
+                      "rss_before_mb": base, "rss_after_load_mb": after_load,
                       "peak_rss_mb": peak, "peak_rss_over_weights": peak / weights_mb}))
 
 

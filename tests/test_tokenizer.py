@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import tinyroots.bpe as B
 import tinyroots.tokenizer as T
 from tinyroots.tokenizer import CharTokenizer, Tokenizer, TokenizerFileError, load_tokenizer
 
@@ -139,7 +140,7 @@ def test_every_character_is_classified_like_the_regex_module():
     for value, cls in ((1, r"\p{L}"), (2, r"\p{N}"), (3, r"\s")):
         for m in regex.finditer(cls, everything):
             expected[m.start()] = value
-    table = T.char_class_table()
+    table = B.char_class_table()
     assigned = [cp for cp in range(0x110000) if unicodedata.category(chr(cp)) != "Cn"]
     assert [table[cp] for cp in assigned] == [expected[cp] for cp in assigned]
 
@@ -159,7 +160,7 @@ def test_characters_in_context_split_like_the_regex_module():
 
 @needs_compiled
 def test_compiled_class_table_equals_python():
-    assert _bpe.class_table() == T.char_class_table()
+    assert _bpe.class_table() == B.char_class_table()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ def test_word_counts_compiled_equal_python():
     assert not any(EOT.encode() in w for w in expected)
     # counting in two halves and merging gives the same
     a, b = _bpe.WordCounter([EOT.encode()]), _bpe.WordCounter([EOT.encode()])
-    p = T._safe_split(text, 0, len(text) // 2)
+    p = B._safe_split(text, 0, len(text) // 2)
     a.add(text[:p])
     b.add(text[p:])
     a.merge(b)
@@ -249,7 +250,7 @@ def test_train_vocab_size_and_layout():
 
 def test_train_inputs_text_path_and_lists(tmp_path):
     text = SHAKESPEARE[:80_000]
-    cut = T._safe_split(text, 0, 40_000)   # before a space that follows a non-space
+    cut = B._safe_split(text, 0, 40_000)   # before a space that follows a non-space
     f1, f2 = tmp_path / "a.txt", tmp_path / "b.txt"
     f1.write_text(text[:cut], encoding="utf-8")
     f2.write_text(text[cut:], encoding="utf-8")
