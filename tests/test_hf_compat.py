@@ -119,6 +119,19 @@ def test_round_trip_through_transformers(gpt2_dir, tmp_path):
     assert rel_err(our_logits, hf_logits) < REL_TOL
 
 
+def test_special_token_ids_survive_the_trip_both_ways(gpt2_dir, tmp_path):
+    # set ids are written as ids; unset ones as null, since transformers reads a missing key as
+    # GPT-2's 50256, which a small vocabulary does not have
+    assert transformers.GPT2Config.from_pretrained(gpt2_dir).eos_token_id == \
+        tinyroots.GPT2LMHeadModel.from_pretrained(gpt2_dir).config.eos_token_id
+    cfg = tinyroots.GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=65, block_size=32)
+    tinyroots.GPT(cfg).save_pretrained(tmp_path)
+    theirs = transformers.GPT2Config.from_pretrained(tmp_path)
+    assert theirs.eos_token_id is None and theirs.bos_token_id is None
+    ours = tinyroots.GPT2LMHeadModel.from_pretrained(tmp_path).config
+    assert ours.eos_token_id is None and ours.bos_token_id is None
+
+
 def test_hello_gpt2_example_runs(tmp_path):
     script = os.path.join(os.path.dirname(__file__), "..", "examples", "hello_gpt2.py")
     r = subprocess.run([sys.executable, script, "--demo"], capture_output=True, text=True,

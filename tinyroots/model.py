@@ -97,10 +97,10 @@ class GPTConfig:
             "torch_dtype": "float32",
             "tinyroots": {"bias": self.bias},
         }
-        if self.bos_token_id is not None:
-            d["bos_token_id"] = int(self.bos_token_id)
-        if self.eos_token_id is not None:
-            d["eos_token_id"] = int(self.eos_token_id)
+        # written even when unset (null): transformers reads a missing key as GPT-2's 50256
+        for key in ("bos_token_id", "eos_token_id"):
+            value = getattr(self, key)
+            d[key] = None if value is None else int(value)
         return d
 
     @classmethod
