@@ -57,14 +57,13 @@ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 // small building blocks. HS_T is the head size when known at compile time (64 for every GPT-2),
 // so that the accumulators below live in registers; HS_T = 0 means "use the runtime HS".
 
-// s[0:kBc] = sum_d x[d] * kt[d, 0:kBc] for a packed (HS, kBc) tile kt: one query against a whole
-// key tile. The 64 sums are kBc / L vectors that stay in registers through the loop over d; each
-// step is a broadcast of x[d] and kBc / L FMAs.
-template <int L>
-inline void dot_tile(float* __restrict__ s, const float* __restrict__ x,
-                     const float* __restrict__ kt, int64_t HS) {
+// s[0:NV*L] = sum_d x[d] * kt[d, 0:NV*L] for a packed (HS, kBc) tile kt: one query against the
+// first NV * L keys of a key tile. The sums are NV vectors that stay in registers through the
+// loop over d; each step is a broadcast of x[d] and NV FMAs.
+template <int L, int NV>
+inline void dot_tile_nv(float* __restrict__ s, const float* __restrict__ x,
+                        const float* __restrict__ kt, int64_t HS) {
     using V = typename Vec<L>::type;
-    constexpr int NV = kBc / L;
     V a[NV];
 #pragma GCC unroll 16
     for (int v = 0; v < NV; v++) a[v] = V{};
@@ -78,15 +77,15 @@ inline void dot_tile(float* __restrict__ s, const float* __restrict__ x,
     for (int v = 0; v < NV; v++) storev<L>(s + L * v, a[v]);
 }
 
-// dot_tile for two queries at once: each vector of kt loaded feeds two FMAs, which halves the
-// loads per FMA (a load per FMA is what limits the one-query version). Needs 2 kBc / L
-// accumulators: only AVX-512 (32 registers, L = 16) has room; other widths do one query at a time.
-template <int L>
-inline void dot_tile2(float* __restrict__ s0, float* __restrict__ s1, const float* __restrict__ x0,
-                      const float* __restrict__ x1, const float* __restrict__ kt, int64_t HS) {
+// dot_tile_nv for two queries at once: each vector of kt loaded feeds two FMAs, which halves the
+// loads per FMA (a load per FMA is what limits the one-query version). Needs 2 NV accumulators:
+// only AVX-512 (32 registers, L = 16) has room; other widths do one query at a time.
+template <int L, int NV>
+inline void dot_tile2_nv(float* __restrict__ s0, float* __restrict__ s1,
+                         const float* __restrict__ x0, const float* __restrict__ x1,
+                         const float* __restrict__ kt, int64_t HS) {
     if constexpr (L == 16) {
         using V = typename Vec<L>::type;
-        constexpr int NV = kBc / L;
         V a[NV], b[NV];
 #pragma GCC unroll 16
         for (int v = 0; v < NV; v++) a[v] = b[v] = V{};
@@ -106,8 +105,30 @@ inline void dot_tile2(float* __restrict__ s0, float* __restrict__ s1, const floa
             storev<L>(s1 + L * v, b[v]);
         }
     } else {
-        dot_tile<L>(s0, x0, kt, HS);
-        dot_tile<L>(s1, x1, kt, HS);
+        dot_tile_nv<L, NV>(s0, x0, kt, HS);
+        dot_tile_nv<L, NV>(s1, x1, kt, HS);
+    }
+}
+
+// The scores of queries x0 and x1 against the first `cols` keys of the tile kt, rounded up to
+// whole vectors: s0[0:cols'] and s1[0:cols'] with cols <= cols' <= kBc; what lies past cols' is
+// left as it was. A diagonal tile is seen only in part (query i sees keys up to i), and the
+// keys no query of the pair sees are not computed: at T = 128 that is a third of the work.
+template <int L>
+inline void dot_tile2(float* __restrict__ s0, float* __restrict__ s1, const float* __restrict__ x0,
+                      const float* __restrict__ x1, const float* __restrict__ kt, int64_t HS,
+                      int64_t cols) {
+    static_assert(kBc / L <= 16, "dot_tile2 dispatches on up to 16 vectors");
+    const int64_t nv = cols <= L ? 1 : (cols + L - 1) / L;
+    switch (nv >= kBc / L ? kBc / L : nv) {
+#define TR_DOT_TILE2_CASE(N) \
+        case N: if constexpr (N <= kBc / L) dot_tile2_nv<L, N>(s0, s1, x0, x1, kt, HS); break;
+        TR_DOT_TILE2_CASE(1) TR_DOT_TILE2_CASE(2) TR_DOT_TILE2_CASE(3) TR_DOT_TILE2_CASE(4)
+        TR_DOT_TILE2_CASE(5) TR_DOT_TILE2_CASE(6) TR_DOT_TILE2_CASE(7) TR_DOT_TILE2_CASE(8)
+        TR_DOT_TILE2_CASE(9) TR_DOT_TILE2_CASE(10) TR_DOT_TILE2_CASE(11) TR_DOT_TILE2_CASE(12)
+        TR_DOT_TILE2_CASE(13) TR_DOT_TILE2_CASE(14) TR_DOT_TILE2_CASE(15) TR_DOT_TILE2_CASE(16)
+#undef TR_DOT_TILE2_CASE
+        default: break;
     }
 }
 
@@ -376,8 +397,9 @@ void with_head_size(int64_t HS, F&& body) {
 
 // Per-thread scratch for the forward.
 struct ForwardScratch {
-    std::vector<float> o, m, l, s;
-    explicit ForwardScratch(int64_t HS) : o(kBr * HS), m(kBr), l(kBr), s(2 * kBc) {}
+    std::vector<float> o, m, l, c, s;  // s: the tile's scores, then its exp(S - m), kBr x kBc
+    explicit ForwardScratch(int64_t HS)
+        : o(kBr * HS), m(kBr), l(kBr), c(kBr), s((kBr + 1) * kBc) {}
 };
 
 // One online-softmax step of one query row against one key tile. On entry s[0:n] holds the raw
@@ -419,33 +441,46 @@ void forward_tile(float* out, float* lse, const float* qkv, const PackedTiles& k
     float* __restrict__ o = w.o.data();
     float* __restrict__ m = w.m.data();
     float* __restrict__ l = w.l.data();
-    float* __restrict__ s0 = w.s.data();
-    float* __restrict__ s1 = s0 + kBc;
     for (int64_t r = 0; r < q1 - q0; r++) {
         m[r] = kNegInf;
         l[r] = 0.0f;
         for (int64_t d = 0; d < HS; d++) o[r * HS + d] = 0.0f;
     }
-    // causal: the last query of the tile sees keys up to q1 - 1
+    // causal: the last query of the tile sees keys up to q1 - 1. Each key tile in two passes,
+    // each reading one packed 16 KB tile (K^T, then V), so that it stays in L1 across the pass.
+    float* __restrict__ c = w.c.data();
     for (int64_t k0 = 0; k0 < q1; k0 += kBc) {
         const int64_t nk = min64(kBc, q1 - k0);
         const float* ktile = kt.tile(bh, k0 / kBc);
         const float* vrows = vp.tile(bh, k0 / kBc);
+        // pass 1: the scores of every query of the tile (an odd last one paired with itself,
+        // its twin landing in the spare row kBr of s), then their online softmax step
+        for (int64_t i = q0; i < q1; i += 2) {
+            const int64_t r = i - q0, i1 = i + 1 < q1 ? i + 1 : i;
+            if (i - k0 + 2 <= 0) continue;  // neither query sees a key of this tile
+            float* s0 = w.s.data() + r * kBc;
+            float* s1 = i1 > i ? s0 + kBc : w.s.data() + kBr * kBc;
+            dot_tile2<L>(s0, s1, x.q + i * x.ld, x.q + i1 * x.ld, ktile, HS,
+                         min64(nk, i1 - k0 + 1));
+        }
+        for (int64_t i = q0; i < q1; i++) {
+            const int64_t r = i - q0, n = min64(nk, i - k0 + 1);  // keys of this tile i sees
+            // (rows padded to the pair's width, so the pair's sum below reads zeros)
+            c[r] = online_softmax_step(w.s.data() + r * kBc, n, min64(nk, i - k0 + 2), scale,
+                                       m + r, l + r);
+        }
+        // pass 2: o = c o + exp(S - m) v, two queries at a time
         for (int64_t i = q0; i < q1; i += 2) {
             const int64_t r = i - q0;
-            const int64_t n0 = min64(nk, i - k0 + 1);  // keys of this tile that query i sees
+            const float* s0 = w.s.data() + r * kBc;
             if (i + 1 < q1) {
-                const int64_t n1 = min64(nk, i - k0 + 2);  // and query i + 1 (n1 >= n0)
+                const int64_t n1 = min64(nk, i - k0 + 2);  // keys the pair's second query sees
                 if (n1 <= 0) continue;
-                dot_tile2<L>(s0, s1, x.q + i * x.ld, x.q + (i + 1) * x.ld, ktile, HS);
-                const float c0 = online_softmax_step(s0, n0, n1, scale, m + r, l + r);
-                const float c1 = online_softmax_step(s1, n1, n1, scale, m + r + 1, l + r + 1);
-                axpy_rows2<L, HS_T>(o + r * HS, c0, s0, o + (r + 1) * HS, c1, s1, 1, vrows, HS, n1,
-                                 HS);
-            } else if (n0 > 0) {  // an odd last query
-                dot_tile<L>(s0, x.q + i * x.ld, ktile, HS);
-                const float c0 = online_softmax_step(s0, n0, n0, scale, m + r, l + r);
-                axpy_rows<L, HS_T>(o + r * HS, c0, s0, 1, vrows, HS, n0, HS);
+                axpy_rows2<L, HS_T>(o + r * HS, c[r], s0, o + (r + 1) * HS, c[r + 1], s0 + kBc,
+                                    1, vrows, HS, n1, HS);
+            } else {
+                const int64_t n0 = min64(nk, i - k0 + 1);
+                if (n0 > 0) axpy_rows<L, HS_T>(o + r * HS, c[r], s0, 1, vrows, HS, n0, HS);
             }
         }
     }
@@ -500,26 +535,44 @@ HeadGrad head_grad_of(float* dqkv, const float* dout, const float* out, const fl
                     C,                 1.0f / std::sqrt((float)HS)};
 }
 
-// D_i = rowsum(dout_i * out_i) for rows [i0, i1), into w.D[i].
+// D_i = rowsum(dout_i * out_i) for rows [i0, i1), into w.D[i]. With HS_T known, in vector
+// registers: the plain dot here is a scalar chain of dependent adds (a reduction the compiler
+// will not reorder), which cost about 5% of the whole backward at T = 256.
+template <int L, int HS_T>
 void compute_D(BackwardScratch& w, const HeadGrad& g, int64_t i0, int64_t i1, int64_t HS) {
-    for (int64_t i = i0; i < i1; i++)
-        w.D[i] = rowops::dot(g.dout + i * g.ldo, g.y + i * g.ldo, HS);
+    if constexpr (HS_T > 0 && HS_T % L == 0) {
+        using V = typename Vec<L>::type;
+        constexpr int NV = HS_T / L;
+        for (int64_t i = i0; i < i1; i++) {
+            const float* __restrict__ dy = g.dout + i * g.ldo;
+            const float* __restrict__ y = g.y + i * g.ldo;
+            V acc = loadv<L>(dy) * loadv<L>(y);
+#pragma GCC unroll 16
+            for (int v = 1; v < NV; v++) acc += loadv<L>(dy + L * v) * loadv<L>(y + L * v);
+            w.D[i] = hsum<L>(acc);
+        }
+    } else {
+        for (int64_t i = i0; i < i1; i++)
+            w.D[i] = rowops::dot(g.dout + i * g.ldo, g.y + i * g.ldo, HS);
+    }
 }
 
-// Row i of P and dS for the key tile at k0 whose n first keys query i sees, from its scores
-// s = q_i . k_j (unscaled) and sd = dout_i . v_j:
-//     P_ij = exp(S_ij - lse_i),  dS_ij = P_ij (dP_ij - D_i) * scale
-// (the scale of S folded into dS, since dQ and dK both need it). Masked and padding columns of
-// P and dS are exactly 0.
-inline void p_ds_row(float* __restrict__ p, float* __restrict__ ds, const float* __restrict__ s,
-                     const float* __restrict__ sd, int64_t n, float lse_i, float D_i,
-                     float scale) {
+// Row i of P for the key tile whose n first keys query i sees: on entry p holds the scores
+// s_j = q_i . k_j (unscaled), on return P_ij = exp(s_j * scale - lse_i), and exactly 0 for the
+// masked and padding columns.
+inline void p_row(float* __restrict__ p, int64_t n, float lse_i, float scale) {
 #pragma omp simd
-    for (int64_t j = 0; j < kBc; j++) {
-        const float pj = j < n ? exp_approx(s[j] * scale - lse_i) : 0.0f;
-        p[j] = pj;
-        ds[j] = pj * (sd[j] - D_i) * scale;
-    }
+    for (int64_t j = 0; j < kBc; j++) p[j] = j < n ? exp_approx(p[j] * scale - lse_i) : 0.0f;
+}
+
+// Row i of dS from its row of P: on entry ds holds dP_ij = dout_i . v_j, on return
+//     dS_ij = P_ij (dP_ij - D_i) * scale
+// (the scale of S folded into dS, since dQ and dK both need it) for j < n; 0 past n, where
+// dP was not computed.
+inline void ds_row(float* __restrict__ ds, const float* __restrict__ p, int64_t n, float D_i,
+                   float scale) {
+#pragma omp simd
+    for (int64_t j = 0; j < kBc; j++) ds[j] = j < n ? p[j] * (ds[j] - D_i) * scale : 0.0f;
 }
 
 // One (query tile, key tile) block: queries [q0, q1) against keys [k0, k0 + nk). The forward
@@ -537,28 +590,48 @@ void backward_block(const HeadGrad& g, int64_t k0, int64_t nk, int64_t q0, int64
     const float* ktile = g.kt + k0 * HS;
     const float* vtile = g.vt + k0 * HS;
     const float* krows = g.k + k0 * HS;
+    // Three passes over the block's rows, each reading one packed 16 KB tile (K^T, then V^T,
+    // then K), so that the tile stays in L1 across the pass; interleaving them per row pair
+    // kept 32 KB and more in flight and streamed the tiles from L2.
+    // pass 1: P = exp(S - lse) into w.p, from S = q k^T (unscaled)
     float* __restrict__ s0 = w.s.data();
     float* __restrict__ s1 = s0 + kBc;
     for (int64_t i = q0; i < q1; i += 2) {
         const int64_t r = i - q0;
         const bool pair = i + 1 < q1;
         const int64_t i1 = pair ? i + 1 : i;  // an odd last row is paired with itself
-        const int64_t n0 = min64(nk, i - k0 + 1), n1 = min64(nk, i1 - k0 + 1);
         float* p0 = w.p.data() + r * kBc;
+        float* p1 = pair ? p0 + kBc : s1;     // (unpaired: row i + 1's results land in scratch)
+        dot_tile2<L>(p0, p1, g.q + i * HS, g.q + i1 * HS, ktile, HS, min64(nk, i1 - k0 + 1));
+        p_row(p0, min64(nk, i - k0 + 1), g.lse[i], g.scale);
+        if (pair) p_row(p1, min64(nk, i1 - k0 + 1), g.lse[i1], g.scale);
+    }
+    // pass 2: dS = P (dP - D) * scale into w.ds, from dP = dout v^T
+    for (int64_t i = q0; i < q1; i += 2) {
+        const int64_t r = i - q0;
+        const bool pair = i + 1 < q1;
+        const int64_t i1 = pair ? i + 1 : i;
         float* ds0 = w.ds.data() + r * kBc;
-        float* p1 = pair ? p0 + kBc : s1;  // (unpaired: row i + 1's results land in scratch)
         float* ds1 = pair ? ds0 + kBc : s1;
-        dot_tile2<L>(s0, s1, g.q + i * HS, g.q + i1 * HS, ktile, HS);  // S, unscaled
-        float sd[2 * kBc];
-        dot_tile2<L>(sd, sd + kBc, g.dy + i * HS, g.dy + i1 * HS, vtile, HS);  // dP
-        p_ds_row(p0, ds0, s0, sd, n0, g.lse[i], w.D[i], g.scale);
-        if (pair) p_ds_row(p1, ds1, s1, sd + kBc, n1, g.lse[i1], w.D[i1], g.scale);
-        if (!want_dq) continue;
-        if (pair && n1 > 0)
-            axpy_rows2<L, HS_T>(g.dq + i * g.ld, 1.0f, ds0, g.dq + i1 * g.ld, 1.0f, ds1, 1, krows,
-                             HS, n1, HS);
-        else if (n0 > 0)
-            axpy_rows<L, HS_T>(g.dq + i * g.ld, 1.0f, ds0, 1, krows, HS, n0, HS);
+        dot_tile2<L>(ds0, ds1, g.dy + i * HS, g.dy + i1 * HS, vtile, HS,  // dP
+                     min64(nk, i1 - k0 + 1));
+        ds_row(ds0, w.p.data() + r * kBc, min64(nk, i - k0 + 1), w.D[i], g.scale);
+        if (pair)
+            ds_row(ds1, w.p.data() + (r + 1) * kBc, min64(nk, i1 - k0 + 1), w.D[i1], g.scale);
+    }
+    // pass 3: dQ += dS k (the scale is in dS)
+    if (want_dq) {
+        for (int64_t i = q0; i < q1; i += 2) {
+            const int64_t r = i - q0;
+            const bool pair = i + 1 < q1;
+            const int64_t n0 = min64(nk, i - k0 + 1), n1 = min64(nk, i - k0 + 2);
+            const float* ds0 = w.ds.data() + r * kBc;
+            if (pair && n1 > 0)
+                axpy_rows2<L, HS_T>(g.dq + i * g.ld, 1.0f, ds0, g.dq + (i + 1) * g.ld, 1.0f,
+                                    ds0 + kBc, 1, krows, HS, n1, HS);
+            else if (n0 > 0)
+                axpy_rows<L, HS_T>(g.dq + i * g.ld, 1.0f, ds0, 1, krows, HS, n0, HS);
+        }
     }
     if (!want_dkv) return;
     // dV_j += sum_i P_ij dout_i and dK_j += sum_i dS_ij q_i, over the queries i >= k0 + j that
@@ -696,7 +769,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
                 with_isa_lanes([&](auto lanes) {
                     with_head_size(HS, [&](auto hs) {
                         constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;
-                        compute_D(w, g, 0, T, HS);
+                        compute_D<L, HS_T>(w, g, 0, T, HS);
                         for (int64_t i = 0; i < T; i++)
                             for (int64_t d = 0; d < HS; d++) g.dq[i * g.ld + d] = 0.0f;
                         for (int64_t k0 = 0; k0 < T; k0 += kBc)
@@ -720,7 +793,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
             with_isa_lanes([&](auto lanes) {
                 with_head_size(HS, [&](auto hs) {
                     constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;
-                    compute_D(w, g, k0, T, HS);
+                    compute_D<L, HS_T>(w, g, k0, T, HS);
                     backward_key_tile<L, HS_T>(g, k0, T, HS, false, w);
                 });
             });
@@ -733,7 +806,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
             with_isa_lanes([&](auto lanes) {
                 with_head_size(HS, [&](auto hs) {
                     constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;
-                    compute_D(w, g, q0, q1, HS);
+                    compute_D<L, HS_T>(w, g, q0, q1, HS);
                     backward_query_tile<L, HS_T>(g, q0, q1, HS, w);
                 });
             });
