@@ -198,6 +198,26 @@ def test_sigint_saves_and_exits_cleanly_then_resumes(tmp_path):
     assert run.step == state["step"] + 3
 
 
+def test_ctrl_c_during_a_checkpoint_write_is_not_lost(tmp_path, monkeypatch):
+    # A Ctrl-C that lands while last/ is being written must still stop the run (right after the
+    # write), not be swallowed: the test above sends one SIGINT at a random moment.
+    import tinyroots.train as T
+    real_save, saves = T.save_run_checkpoint, []
+
+    def save_with_ctrl_c(run_dir, name, *args, **kwargs):
+        saves.append(name)
+        if saves.count("last") == 2:            # the save at the second evaluation (step 10)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_save(run_dir, name, *args, **kwargs)
+
+    monkeypatch.setattr(T, "save_run_checkpoint", save_with_ctrl_c)
+    run = train(tiny_cfg(tmp_path, max_steps=1000, eval_interval=10), out=quiet)
+    assert run.stop_reason == "interrupted (Ctrl-C)"
+    assert run.step == 10
+    state = json.loads((tmp_path / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 10
+
+
 # ---------------------------------------------------------------------------------------------
 # generation
 

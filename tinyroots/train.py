@@ -325,6 +325,16 @@ class Run:
     def on_sigint(self, signum, frame):
         if self.interrupted:      # a second Ctrl-C: the user really wants out
             raise KeyboardInterrupt
+        self._note_interrupt()
+
+    def on_sigint_while_saving(self, signum, frame):
+        # A checkpoint is being written: remember the Ctrl-C and act on it once the write is
+        # done. (Ignoring the signal instead would lose it: one Ctrl-C landing in a save
+        # would then never stop the run.)
+        if not self.interrupted:
+            self._note_interrupt()
+
+    def _note_interrupt(self):
         self.interrupted = True
         self.log("\nCtrl-C: finishing this step, saving out_dir/last, then exiting "
                  "(press again to abort at once; the last evaluation's checkpoint remains)")
@@ -412,9 +422,9 @@ def train(cfg, out=print):
                 "evals_since_best": run.evals_since_best, "train_config": dataclasses.asdict(cfg)}
 
     def save_last(step, elapsed):
-        # subtle: Ctrl-C is ignored while a checkpoint is written; the write is atomic anyway,
-        # but a half-finished save would just be thrown away
-        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # subtle: Ctrl-C only takes note while a checkpoint is written; the write is atomic
+        # anyway, but a half-finished save would just be thrown away
+        handler = signal.signal(signal.SIGINT, run.on_sigint_while_saving)
         try:
             save_run_checkpoint(cfg.out_dir, "last", model, tokenizer, opt,
                                 trainer_state(step, elapsed))
