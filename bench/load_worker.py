@@ -4,19 +4,30 @@
 """
 
 import json
-import resource
 import sys
 import time
 
 import numpy as np
 
 
-def rss_mb():
+def status_mb(key):
+    """A memory figure of this process from /proc/self/status (Linux), in MB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mb():
+    return status_mb("VmRSS")
+
+
+def peak_rss_mb():
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec from the forked
+    # parent, so under pytest (a parent holding torch and a 124M model) it reported the
+    # parent's size, not this process's
+    return status_mb("VmHWM")
 
 
 def main():
@@ -38,7 +49,7 @@ def main():
         model(ids)
         forward_s = time.perf_counter() - t0
     weights_mb = model.num_parameters() * 4 / 2 ** 20
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(json.dumps({"load_s": load_s, "forward_s": forward_s,
                       "first_forward_s": first_forward_s, "weights_mb": weights_mb,
                       "rss_before_mb": base, "rss_after_load_mb": after_load,

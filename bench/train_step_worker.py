@@ -3,7 +3,7 @@
     python bench/train_step_worker.py tinyroots c 10 2
     -> one JSON line {"tokens_per_s": ..., "peak_rss_mb": ...}
 
-A fresh process per measurement gives an honest peak resident memory (ru_maxrss) for each
+A fresh process per measurement gives an honest peak resident memory (VmHWM) for each
 framework and config, uncontaminated by whatever ran before in the same interpreter.
 """
 
@@ -77,7 +77,21 @@ def _time(step, steps, warmup, tokens):
         times.append(time.perf_counter() - t0)
     med = float(np.median(times))
     return {"tokens_per_s": tokens / med, "median_step_s": med, "min_step_s": min(times),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb():
+    """This process's peak resident memory (VmHWM, Linux). Not getrusage's ru_maxrss: Linux
+    carries that across exec from the forked parent, so a worker started by a large pytest
+    process would report the parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():
