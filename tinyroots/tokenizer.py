@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import tempfile
 import time
 
 import numpy as np
@@ -62,6 +61,7 @@ from .bpe import (  # the algorithm: pre-tokenization, training, applying merges
     string_to_token,
     token_to_string,
 )
+from .fileio import atomic_write
 
 ENDOFTEXT = "<|endoftext|>"
 
@@ -73,21 +73,9 @@ class TokenizerFileError(ValueError):
 # file helpers
 
 def _atomic_write(path, text):
-    """Write text to path via a temporary file in the same folder and os.replace: a crash
-    leaves the old file or the new one, never half of one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write text (UTF-8, newlines as given) atomically: see fileio.atomic_write."""
+    with atomic_write(path, "wb") as f:
+        f.write(text.encode("utf-8"))
 
 
 def _read_json(path, what):
