@@ -410,8 +410,40 @@ void linear_residual_forward(float* out, const float* x, const float* w, const f
 void linear_backward(float* dx, float* dw, float* db, const float* dout, const float* x,
                      const float* w, int64_t N, int64_t C, int64_t OC) {
     // forward was out = x @ w + b, so
-    if (dx) gemm(false, true, N, C, OC, dout, OC, w, OC, dx, C);  // dx = dout @ w^T   (NT)
-    gemm(true, false, C, OC, N, x, C, dout, OC, dw, OC);           // dw = x^T @ dout   (TN)
+    //     dx = dout @ w^T  (NT)   and   dw = x^T @ dout  (TN),
+    // two products of the same size (N * C * OC multiply-adds each).
+    const auto dx_gemm = [&](int threads) {
+        gemm(false, true, N, C, OC, dout, OC, w, OC, dx, C, GemmEpilogue(), threads);
+    };
+    const auto dw_gemm = [&](int threads) {
+        gemm(true, false, C, OC, N, x, C, dout, OC, dw, OC, GemmEpilogue(), threads);
+    };
+    const bool big = (double)N * (double)C * (double)OC >= SERIAL_WORK;
+    if (dx && big && max_threads() == 2) {
+        // On two threads, one product each, side by side, rather than both threads on one
+        // product and then on the other: no barrier inside either product, and each thread's
+        // panels stay in its own cache (measured in isolation: 2-15% faster on the layers of a
+        // 128-wide model at 768 tokens, as fast on larger ones). With more threads, splitting them in teams would take nested
+        // OpenMP regions, so those keep the plain order. The results are the same either way:
+        // a product's sums do not depend on how many threads compute it.
+        std::exception_ptr error = nullptr;
+#pragma omp parallel num_threads(2)
+        {
+            try {
+                if (thread_id() == 0)
+                    dx_gemm(1);
+                else
+                    dw_gemm(1);
+            } catch (...) {
+#pragma omp critical(tinyroots_gemm_error)
+                if (!error) error = std::current_exception();
+            }
+        }
+        if (error) std::rethrow_exception(error);
+    } else {
+        if (dx) dx_gemm(0);
+        dw_gemm(0);
+    }
     if (db) {  // db = sum_n dout = ones (1, N) @ dout: a GEMV, streamed like decoding's
         const std::vector<float> ones((size_t)N, 1.0f);
         gemm(false, false, 1, OC, N, ones.data(), N, dout, OC, db, OC);
