@@ -2,7 +2,9 @@
 
 Each side runs as a whole process (imports, data, 2000 steps, evaluations), as a user would run
 it; the figures are the final validation loss and the wall time. Target (issue "train and
-generate"): the same val loss within 0.03, in <= 0.8x PyTorch's wall time.
+generate"): the same val loss within 0.03, in <= 0.8x PyTorch's wall time. The machine's speed
+drifts over minutes, so the two sides run alternately, BENCH_ROUNDS times each (default 2), and
+each side's fastest round is compared.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest bench/bench_recipe.py --benchmark-only -s
 """
@@ -14,12 +16,10 @@ import sys
 import tempfile
 import time
 
-import pytest
-
 from conftest import BENCH_THREADS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-_results = {}
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 
 
 def run_torch():
@@ -42,20 +42,34 @@ def run_tinyroots():
     return {"val_loss": summary["final_val_loss"], "wall_s": wall}
 
 
-@pytest.mark.parametrize("framework", ["torch", "tinyroots"])
-def test_shakespeare_char_recipe(benchmark, framework):
-    if framework == "torch":
-        pytest.importorskip("torch")
+def test_shakespeare_char_recipe(benchmark):
+    try:
+        import torch  # noqa: F401  (only to know whether the reference can run)
+        frameworks = {"torch": run_torch, "tinyroots": run_tinyroots}
+    except ImportError:
+        frameworks = {"tinyroots": run_tinyroots}
     benchmark.group = "shakespeare_char recipe (whole process)"
-    fn = run_torch if framework == "torch" else run_tinyroots
-    result = benchmark.pedantic(fn, rounds=1, iterations=1)
-    _results[framework] = result
-    benchmark.extra_info.update(result)
-    ref = _results.get("torch")
-    line = f"\n[{framework}] val loss {result['val_loss']:.4f} in {result['wall_s']:.1f}s"
-    if framework == "tinyroots" and ref:
-        benchmark.extra_info["time_ratio_vs_torch"] = result["wall_s"] / ref["wall_s"]
-        benchmark.extra_info["val_loss_diff"] = result["val_loss"] - ref["val_loss"]
-        line += (f" = {result['wall_s'] / ref['wall_s']:.2f}x PyTorch's time, val loss "
-                 f"{result['val_loss'] - ref['val_loss']:+.4f} vs PyTorch")
-    print(line)
+
+    def alternate():
+        runs = {f: [] for f in frameworks}
+        for _ in range(ROUNDS):
+            for framework, fn in frameworks.items():
+                runs[framework].append(fn())
+        return runs
+
+    runs = benchmark.pedantic(alternate, rounds=1, iterations=1)
+    best = {f: min(r, key=lambda x: x["wall_s"]) for f, r in runs.items()}
+    benchmark.extra_info.update(
+        rounds={f: [(round(x["wall_s"], 1), x["val_loss"]) for x in r] for f, r in runs.items()})
+    line = f"\n[tinyroots] val loss {best['tinyroots']['val_loss']:.4f} in " \
+           f"{best['tinyroots']['wall_s']:.1f}s"
+    if "torch" in best:
+        ratio = best["tinyroots"]["wall_s"] / best["torch"]["wall_s"]
+        diff = best["tinyroots"]["val_loss"] - best["torch"]["val_loss"]
+        benchmark.extra_info.update(time_ratio_vs_torch=ratio, val_loss_diff=diff)
+        line += (f" | torch val loss {best['torch']['val_loss']:.4f} in "
+                 f"{best['torch']['wall_s']:.1f}s | {ratio:.2f}x PyTorch's time, val loss "
+                 f"{diff:+.4f} vs PyTorch")
+    per_round = ", ".join(f"{t['wall_s']:.0f}/{o['wall_s']:.0f}s"
+                          for t, o in zip(runs["tinyroots"], runs.get("torch", [])))
+    print(line + f" (best of {ROUNDS} rounds each; rounds tinyroots/torch: {per_round})")
