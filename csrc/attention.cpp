@@ -23,9 +23,10 @@
 // Every item writes only its own part of the outputs, so no locks and no atomics, and the
 // result is the same, bit for bit, for any thread count.
 // Speed: K^T, V (and in the backward q, k, dout) are first copied into contiguous 64-row tiles,
-// once per call (PackedTiles); the inner loops (dot_tile, axpy_rows) keep their sums in vector
+// once per call (PackedTiles); the inner loops (dot_tile2, axpy_rows) keep their sums in vector
 // registers (Vec<L>, vecmath.h) and take two queries at a time, so each vector loaded feeds two
-// FMAs (about 40-50 GFLOP/s per core on an AVX-512 Zen 4, counting only the causal half).
+// FMAs; on a diagonal tile only the keys a pair of queries sees are computed (about 40-55
+// GFLOP/s per core on an AVX-512 Zen 4, counting only the causal half).
 //
 // The plain twin, attend_row / attention_backward_head_naive below, is the textbook loop over
 // one query (one head) at a time; it is the fallback for head sizes above kMaxTiledHS, and
@@ -227,7 +228,7 @@ inline void dot_rows(float* __restrict__ s, const float* __restrict__ q,
 }
 
 // kt[d, j] = rows[j * ld + d] for j < n, zero for n <= j < kBc: a key (or value) tile transposed
-// so that dot_tile reads it along j. Zero padding keeps the unused columns finite.
+// so that dot_tile2 reads it along j. Zero padding keeps the unused columns finite.
 inline void pack_transposed(float* __restrict__ kt, const float* __restrict__ rows, int64_t ld,
                             int64_t n, int64_t HS) {
     for (int64_t d = 0; d < HS; d++) {
@@ -321,7 +322,7 @@ void attention_backward_head_naive(float* dqkv, const float* dout, const float* 
 // keys and values, packed once per call
 
 // One of q, k, v for every head, cut in tiles of kBc rows, each tile contiguous (16 KB at HS = 64):
-//     transposed:  tile(bh, kt)[d * kBc + j] = x[b, kt * kBc + j, h, d]   (dot_tile reads K^T)
+//     transposed:  tile(bh, kt)[d * kBc + j] = x[b, kt * kBc + j, h, d]   (dot_tile2 reads K^T)
 //     rows:        tile(bh, kt)[j * HS + d]  = x[b, kt * kBc + j, h, d]   (axpy_rows reads V)
 // with zeros for rows past T. Packing once per call, rather than once per query tile, moves
 // each key exactly once. In the rows layout the tiles of a head follow each other, so row t of
@@ -507,7 +508,7 @@ struct BackwardScratch {
 // The packed copies of everything the backward reads (see PackedTiles).
 struct BackwardInputs {
     PackedTiles q, k, dy;  // rows layout: row t of head bh at tile(bh, 0) + t * HS
-    PackedTiles kt, vt;    // K^T and V^T tiles, for dot_tile
+    PackedTiles kt, vt;    // K^T and V^T tiles, for dot_tile2
 };
 
 // The tensors of one head in the backward.
