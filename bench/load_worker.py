@@ -9,25 +9,11 @@ import time
 
 import numpy as np
 
-
-def status_mb(key):
-    """A memory figure of this process from /proc/self/status (Linux), in MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from memory import peak_rss_mb, status_mb
 
 
 def rss_mb():
     return status_mb("VmRSS")
-
-
-def peak_rss_mb():
-    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec from the forked
-    # parent, so under pytest (a parent holding torch and a 124M model) it reported the
-    # parent's size, not this process's
-    return status_mb("VmHWM")
 
 
 def main():

@@ -9,11 +9,12 @@ framework and config, uncontaminated by whatever ran before in the same interpre
 
 import json
 import os
-import resource
 import sys
 import time
 
 import numpy as np
+
+from memory import peak_rss_mb
 
 CONFIGS = {
     # name: (n_layer, n_head, n_embd, vocab, B, T)
@@ -78,20 +79,6 @@ def _time(step, steps, warmup, tokens):
     med = float(np.median(times))
     return {"tokens_per_s": tokens / med, "median_step_s": med, "min_step_s": min(times),
             "peak_rss_mb": peak_rss_mb()}
-
-
-def peak_rss_mb():
-    """This process's peak resident memory (VmHWM, Linux). Not getrusage's ru_maxrss: Linux
-    carries that across exec from the forked parent, so a worker started by a large pytest
-    process would report the parent's size."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main():

@@ -6,11 +6,13 @@ import subprocess
 import sys
 
 import pytest
-from test_finetune import cfg, make_pretrained, one_thread, quiet, write_jsonl  # noqa: F401
+from test_finetune import cfg, make_pretrained, quiet, write_jsonl
 
 from tinyroots.chat import ChatConfig, ChatSession, ReplyStreamer, run
 from tinyroots.finetune import finetune
 from tinyroots.generate import load_model_and_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 DIALOGUE = {"messages": [{"role": "user", "content": "hello"},
                          {"role": "assistant", "content": "the cat saw a dog"}]}

@@ -18,13 +18,7 @@ from tinyroots.finetune.sft import ChatTask
 from tinyroots.generate import load_model_and_tokenizer
 from tinyroots.tokenizer import Tokenizer
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and lose much on a busy machine."""
-    n = tr.get_num_threads()
-    tr.set_num_threads(1)
-    yield
-    tr.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,13 +7,7 @@ import tinyroots as tr
 from tinyroots import modify
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and lose much on a busy machine."""
-    n = tr.get_num_threads()
-    tr.set_num_threads(1)
-    yield
-    tr.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_gpt(seed=0, **kw):

@@ -4,11 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from test_finetune import make_pretrained, make_text, one_thread, write_jsonl  # noqa: F401
+from test_finetune import make_pretrained, make_text, write_jsonl
 
 from tinyroots.config import ConfigError, load_saved_config
 from tinyroots.finetune import FinetuneConfig
 from tinyroots.tune import TuneConfig, trials_of, tune
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

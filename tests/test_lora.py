@@ -11,13 +11,7 @@ from tinyroots.tensor import Tensor
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and lose much on a busy machine."""
-    n = tr.get_num_threads()
-    tr.set_num_threads(1)
-    yield
-    tr.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def t64(a, grad=True):

@@ -1,0 +1,15 @@
+"""Fixtures shared by several test modules."""
+
+import pytest
+
+import tinyroots as tr
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and lose much on a busy machine. A module opts in
+    with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = tr.get_num_threads()
+    tr.set_num_threads(1)
+    yield
+    tr.set_num_threads(n)
