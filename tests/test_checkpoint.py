@@ -173,6 +173,11 @@ def test_missing_directory_and_hub_name(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(FileNotFoundError, match="never downloads"):
         tr.GPT.from_pretrained("gpt2")
+    # a path that is not there is reported as a missing directory, not looked up as a hub name
+    for missing in (tmp_path / "no-such-run", "./no-such-run", "runs/a/b"):
+        with pytest.raises(FileNotFoundError, match="no such directory") as err:
+            tr.GPT.from_pretrained(missing)
+        assert "huggingface-cli" not in str(err.value)
 
 
 def test_hub_name_resolves_from_local_cache(tmp_path, monkeypatch, model):

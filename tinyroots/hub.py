@@ -52,6 +52,11 @@ def _snapshot(repo_dir):
 
 def resolve_model_dir(name, required=("config.json",)):
     """Map a hub name to a local snapshot directory holding ``required`` files, or raise."""
+    name = os.fspath(name)
+    if os.path.isabs(name) or name.startswith(".") or name.count("/") > 1 or os.sep in name:
+        # a hub id is "name" or "owner/name": this is a path, and it is not there
+        raise FileNotFoundError(f"'{name}': no such directory (expected a directory holding "
+                                "config.json + model.safetensors)")
     repo_ids = ALIASES.get(name, (name,))
     searched = []
     for cache in hub_cache_dirs():
