@@ -95,7 +95,7 @@ inline void dot_tile2_nv(float* __restrict__ s0, float* __restrict__ s1,
             const float* __restrict__ row = kt + d * kBc;
 #pragma GCC unroll 16
             for (int v = 0; v < NV; v++) {
-                const V k = loadv<L>(row + L * v);
+                const V k = loadv_shared<L>(row + L * v);
                 a[v] += x0d * k;
                 b[v] += x1d * k;
             }
@@ -187,7 +187,7 @@ inline void axpy_rows2(float* __restrict__ o0, float c0, const float* __restrict
             const float* __restrict__ r = rows + j * ld;
 #pragma GCC unroll 16
             for (int v = 0; v < NV; v++) {
-                const V rv = loadv<L>(r + L * v);
+                const V rv = loadv_shared<L>(r + L * v);
                 a[v] += u * rv;
                 b[v] += t * rv;
             }

@@ -315,6 +315,20 @@ inline typename Vec<L>::type loadv(const float* p) {
     return v;
 }
 
+// loadv into a register that the next several FMAs share. GCC would otherwise fold the load into
+// each FMA that uses the vector (an FMA can take one operand from memory), so two FMAs on the
+// same vector would load it twice: Zen 4 loads one 512-bit vector a cycle, and the FMAs of the
+// attention tiles then ran at half their rate, waiting on loads. The empty asm tells the
+// compiler the value must exist in a vector register, which ends the folding; it emits nothing.
+template <int L>
+inline typename Vec<L>::type loadv_shared(const float* p) {
+    typename Vec<L>::type v = loadv<L>(p);
+#if defined(__GNUC__) && defined(__x86_64__)
+    asm("" : "+v"(v));
+#endif
+    return v;
+}
+
 template <int L>
 inline void storev(float* p, const typename Vec<L>::type& v) {
     std::memcpy(p, &v, sizeof v);
