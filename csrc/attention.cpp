@@ -13,17 +13,20 @@
 // equals rowsum(dout * out)_i (a (T,)-vector per head, recomputed from dout and out in O(T HS)).
 //
 // The fast path is FlashAttention-2's tiling, on a CPU:
-//   forward   one work item = (b, h, a tile of kBr queries). It walks the key tiles left of the
+//   forward   one work item = (b, h). Each tile of kBr queries walks the key tiles left of the
 //             diagonal with an "online softmax": a running max m and sum l per query, and the
 //             output accumulator rescaled by exp(m_old - m_new) whenever the max grows.
 //   backward  one work item = (b, h): key tiles outer, query tiles inner, dK and dV of a key tile
 //             summed in a small buffer, dQ summed straight into dqkv (this item owns the head).
-//             With fewer than two heads per thread, the work is split in two phases instead
-//             (dK, dV per key tile; then dQ per query tile), at the price of computing P twice.
+//   With fewer than two heads per thread, both split the work finer instead: the forward into
+//   items (b, h, query tile); the backward in two phases (dK, dV per key tile; then dQ per
+//   query tile), at the price of computing P twice.
 // Every item writes only its own part of the outputs, so no locks and no atomics, and the
 // result is the same, bit for bit, for any thread count.
-// Speed: K^T, V (and in the backward q, k, dout) are first copied into contiguous 64-row tiles,
-// once per call (PackedTiles); the inner loops (dot_tile2, axpy_rows) keep their sums in vector
+// Speed: K^T, V (and in the backward q, k, dout) are first copied into contiguous 64-row tiles
+// (PackedTiles): in a per-head item by the thread that then uses them, while they sit in its
+// L2 cache; with few heads, all at once before the items. The inner loops (dot_tile2,
+// axpy_rows) keep their sums in vector
 // registers (Vec<L>, vecmath.h) and take two queries at a time, so each vector loaded feeds two
 // FMAs; on a diagonal tile only the keys a pair of queries sees are computed (about 40-55
 // GFLOP/s per core on an AVX-512 Zen 4, counting only the causal half).
@@ -335,8 +338,10 @@ struct PackedTiles {
 
 // Memory for the packed copies, kept from one call to the next: a training loop calls attention
 // with the same shapes every step, and fresh buffers would page-fault every 4 KB each time (about
-// a tenth of the kernel's time). One set per calling thread, so two Python threads never share
-// one. The price: the largest packed size seen stays allocated (up to 5x the size of k).
+// a tenth of the kernel's time). One set per thread (the calling thread's when every head is
+// packed at once, each worker's own in the per-head schedules), so two Python threads calling
+// at once never share one. The price: the largest packed size seen stays allocated (up to 5x
+// the size of k).
 float* packing_buffer(int slot, int64_t n) {
     thread_local std::vector<float> buffers[5];
     std::vector<float>& buf = buffers[slot];
@@ -351,6 +356,19 @@ struct PackSpec {
     int64_t ld, col;
     bool transposed;
 };
+
+// Packs every tile of head (b, h) of one spec into dst (n_kt * HS * kBc floats), compiled for
+// the instruction set in use (call it from inside with_isa).
+inline void pack_head(float* dst, const PackSpec& sp, int64_t b, int64_t h, int64_t T, int64_t HS) {
+    for (int64_t k0 = 0; k0 < T; k0 += kBc) {
+        const float* rows = sp.src + (b * T + k0) * sp.ld + sp.col + h * HS;
+        float* tile = dst + k0 * HS;  // tile k0 / kBc
+        if (sp.transposed)
+            pack_transposed(tile, rows, sp.ld, min64(kBc, T - k0), HS);
+        else
+            pack_rows(tile, rows, sp.ld, min64(kBc, T - k0), HS);
+    }
+}
 
 // Packs n specs into out[0 .. n) (buffer slots 0 .. n), all in one parallel loop: one start
 // of the thread team per call instead of one per array.
@@ -432,9 +450,10 @@ inline float online_softmax_step(float* __restrict__ s, int64_t n, int64_t n_pad
 
 // Queries [q0, q1) of head bh = b * NH + h: their rows of out and lse. Queries go two at a time
 // (dot_tile2, axpy_rows2) so that each key and value loaded serves both.
+// kt_head, v_head: the head's packed K^T and V, tile k0 / kBc at + k0 * HS.
 template <int L, int HS_T>
-void forward_tile(float* out, float* lse, const float* qkv, const PackedTiles& kt,
-                  const PackedTiles& vp, int64_t bh,
+void forward_tile(float* out, float* lse, const float* qkv, const float* kt_head,
+                  const float* v_head, int64_t bh,
                   int64_t q0, int64_t q1, int64_t T, int64_t C, int64_t NH, ForwardScratch& w) {
     const int64_t HS = HS_T > 0 ? HS_T : C / NH, b = bh / NH;
     const float scale = 1.0f / std::sqrt((float)HS);
@@ -452,8 +471,8 @@ void forward_tile(float* out, float* lse, const float* qkv, const PackedTiles& k
     float* __restrict__ c = w.c.data();
     for (int64_t k0 = 0; k0 < q1; k0 += kBc) {
         const int64_t nk = min64(kBc, q1 - k0);
-        const float* ktile = kt.tile(bh, k0 / kBc);
-        const float* vrows = vp.tile(bh, k0 / kBc);
+        const float* ktile = kt_head + k0 * HS;
+        const float* vrows = v_head + k0 * HS;
         // pass 1: the scores of every query of the tile (an odd last one paired with itself,
         // its twin landing in the spare row kBr of s), then their online softmax step
         for (int64_t i = q0; i < q1; i += 2) {
@@ -525,13 +544,16 @@ struct HeadGrad {
     float scale;
 };
 
+// Head bh, whose packed copies are head in_bh of `in` (bh itself when every head was packed;
+// 0 when `in` holds just the one head).
 HeadGrad head_grad_of(float* dqkv, const float* dout, const float* out, const float* lse,
-                      const BackwardInputs& in, int64_t bh, int64_t T, int64_t C, int64_t NH) {
-    const int64_t HS = C / NH, b = bh / NH, h = bh % NH;
+                      const BackwardInputs& in, int64_t in_bh, int64_t bh, int64_t T, int64_t C,
+                      int64_t NH) {
+    const int64_t HS = C / NH, b = bh / NH, h = bh % NH, p = in_bh;
     float* dq = dqkv + b * T * 3 * C + h * HS;
     const int64_t o = b * T * C + h * HS;
-    return HeadGrad{in.q.tile(bh, 0),  in.k.tile(bh, 0), in.dy.tile(bh, 0), in.kt.tile(bh, 0),
-                    in.vt.tile(bh, 0), dout + o,         out + o,           lse + bh * T,
+    return HeadGrad{in.q.tile(p, 0),   in.k.tile(p, 0), in.dy.tile(p, 0), in.kt.tile(p, 0),
+                    in.vt.tile(p, 0),  dout + o,        out + o,          lse + bh * T,
                     dq,                dq + C,           dq + 2 * C,        3 * C,
                     C,                 1.0f / std::sqrt((float)HS)};
 }
@@ -710,14 +732,41 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int6
         }
         return;
     }
-    PackedTiles packed[2];
     const PackSpec specs[2] = {{qkv, 3 * C, C, true},        // K^T
                                {qkv, 3 * C, 2 * C, false}};  // V
+    const int64_t n_qt = (T + kBr - 1) / kBr, n_kt = (T + kBc - 1) / kBc;
+    const int64_t threads = parallel ? max_threads() : 1;
+    if (B * NH >= 2 * threads) {
+        // One item per head: the thread packs the head's K^T and V (2 x 64 KB at T = 256,
+        // HS = 64) and runs all its query tiles while they are still in its L2 cache.
+#pragma omp parallel if (parallel)
+        {
+            ForwardScratch w(HS);
+            float* kt_head = packing_buffer(0, n_kt * HS * kBc);
+            float* v_head = packing_buffer(1, n_kt * HS * kBc);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t bh = 0; bh < B * NH; bh++) {
+                with_isa_lanes([&](auto lanes) {
+                    with_head_size(HS, [&](auto hs) {
+                        constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;
+                        pack_head(kt_head, specs[0], bh / NH, bh % NH, T, HS);
+                        pack_head(v_head, specs[1], bh / NH, bh % NH, T, HS);
+                        for (int64_t q0 = 0; q0 < T; q0 += kBr)
+                            forward_tile<L, HS_T>(out, lse, qkv, kt_head, v_head, bh, q0,
+                                                  min64(q0 + kBr, T), T, C, NH, w);
+                    });
+                });
+            }
+        }
+        return;
+    }
+    // Few heads (batch 1 with few heads, or many threads): pack every head first, in parallel,
+    // then items (query tile, b, h), heaviest first (the last query tile sees the most keys),
+    // handed out dynamically so the causal triangle's uneven work evens out.
+    PackedTiles packed[2];
     pack_heads(packed, specs, 2, B, T, C, NH);
     const PackedTiles &kt = packed[0], &vp = packed[1];
-    // Items: (query tile, b, h), heaviest first (the last query tile sees the most keys), handed
-    // out dynamically so the causal triangle's uneven work evens out.
-    const int64_t n_qt = (T + kBr - 1) / kBr, items = n_qt * B * NH;
+    const int64_t items = n_qt * B * NH;
 #pragma omp parallel if (parallel)
     {
         ForwardScratch w(HS);
@@ -728,7 +777,8 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int6
             with_isa_lanes([&](auto lanes) {
                 with_head_size(HS, [&](auto hs) {
                     constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;
-                    forward_tile<L, HS_T>(out, lse, qkv, kt, vp, bh, q0, q1, T, C, NH, w);
+                    forward_tile<L, HS_T>(out, lse, qkv, kt.tile(bh, 0), vp.tile(bh, 0), bh,
+                                          q0, q1, T, C, NH, w);
                 });
             });
         }
@@ -750,26 +800,31 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
             });
         return;
     }
-    PackedTiles packed[5];
     const PackSpec specs[5] = {{qkv, 3 * C, 0, false},     // Q
                                {qkv, 3 * C, C, false},     // K
                                {dout, C, 0, false},        // dout
                                {qkv, 3 * C, C, true},      // K^T
                                {qkv, 3 * C, 2 * C, true}};  // V^T
-    pack_heads(packed, specs, 5, B, T, C, NH);
-    const BackwardInputs in{packed[0], packed[1], packed[2], packed[3], packed[4]};
     const int64_t threads = parallel ? max_threads() : 1;
+    const int64_t n_kt = (T + kBc - 1) / kBc, n_qt = (T + kBr - 1) / kBr;
     if (heads >= 2 * threads) {
-        // one item per head: dQ, dK, dV all summed by the thread that owns the head
+        // One item per head: the thread packs the head's five arrays (5 x 64 KB at T = 256,
+        // HS = 64), which then stay in its L2 cache, and sums dQ, dK and dV of the head.
 #pragma omp parallel if (parallel)
         {
             BackwardScratch w(HS, T);
+            PackedTiles mine[5];  // this thread's packed copies of its current head
+            for (int a = 0; a < 5; a++)
+                mine[a] = PackedTiles{packing_buffer(a, n_kt * HS * kBc), n_kt, HS};
+            const BackwardInputs in{mine[0], mine[1], mine[2], mine[3], mine[4]};
 #pragma omp for schedule(dynamic, 1)
             for (int64_t bh = 0; bh < heads; bh++) {
-                const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, bh, T, C, NH);
+                const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, 0, bh, T, C, NH);
                 with_isa_lanes([&](auto lanes) {
                     with_head_size(HS, [&](auto hs) {
                         constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;
+                        for (int a = 0; a < 5; a++)
+                            pack_head(mine[a].data, specs[a], bh / NH, bh % NH, T, HS);
                         compute_D<L, HS_T>(w, g, 0, T, HS);
                         for (int64_t i = 0; i < T; i++)
                             for (int64_t d = 0; d < HS; d++) g.dq[i * g.ld + d] = 0.0f;
@@ -781,16 +836,19 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
         }
         return;
     }
-    // Too few heads to keep every thread busy: split each head's work by tiles, in two phases
-    // (dK, dV per key tile; then dQ per query tile). Each phase writes disjoint rows of dqkv.
-    const int64_t n_kt = (T + kBc - 1) / kBc, n_qt = (T + kBr - 1) / kBr;
+    // Too few heads to keep every thread busy: pack every head first, in parallel; then split
+    // each head's work by tiles, in two phases (dK, dV per key tile; then dQ per query tile).
+    // Each phase writes disjoint rows of dqkv.
+    PackedTiles packed[5];
+    pack_heads(packed, specs, 5, B, T, C, NH);
+    const BackwardInputs in{packed[0], packed[1], packed[2], packed[3], packed[4]};
 #pragma omp parallel if (parallel)
     {
         BackwardScratch w(HS, T);
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t item = 0; item < heads * n_kt; item++) {
             const int64_t k0 = item / heads * kBc, bh = item % heads;  // first key tiles: heaviest
-            const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, bh, T, C, NH);
+            const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, bh, bh, T, C, NH);
             with_isa_lanes([&](auto lanes) {
                 with_head_size(HS, [&](auto hs) {
                     constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;
@@ -803,7 +861,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
         for (int64_t item = 0; item < heads * n_qt; item++) {
             const int64_t qt = n_qt - 1 - item / heads, bh = item % heads;  // heaviest first
             const int64_t q0 = qt * kBr, q1 = min64(q0 + kBr, T);
-            const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, bh, T, C, NH);
+            const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, bh, bh, T, C, NH);
             with_isa_lanes([&](auto lanes) {
                 with_head_size(HS, [&](auto hs) {
                     constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;

@@ -344,8 +344,8 @@ def test_attention(threads, shape):
 
 @pytest.mark.parametrize("shape", [(1, 200, 64, 1), (4, 64, 768, 12), (1, 70, 300, 1)], ids=str)
 def test_attention_same_bits_for_any_thread_count(shape):
-    # the backward has two schedules (one head per item, or split by tiles when there are fewer
-    # heads than 2 x threads); both add the same terms in the same order
+    # forward and backward have two schedules each (one head per item, or split by tiles when
+    # there are fewer heads than 2 x threads); both add the same terms in the same order
     B, T, C, NH = shape
     rng = np.random.default_rng(13)
     qkv, dout = rand(rng, B, T, 3 * C), rand(rng, B, T, C)
