@@ -17,19 +17,28 @@ namespace {
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluCubic = 0.044715f;
 
+// out[0:n] = gelu(x[0:n])
+inline void gelu_span(float* __restrict__ out, const float* __restrict__ x, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        const float xi = x[i];
+        const float u = kGeluScale * (xi + kGeluCubic * xi * xi * xi);
+        out[i] = xi * sigmoid_approx(2.0f * u);
+    }
+}
+
 }  // namespace
 
 // x (n,) -> out (n,), any shape flattened.
 void gelu_forward(float* out, const float* x, int64_t n) {
     parallel_blocks(n, 1, [&](int64_t begin, int64_t end) {
-        const float* __restrict__ xp = x;
-        float* __restrict__ op = out;
-#pragma omp simd
-        for (int64_t i = begin; i < end; i++) {
-            const float xi = xp[i];
-            const float u = kGeluScale * (xi + kGeluCubic * xi * xi * xi);
-            op[i] = xi * sigmoid_approx(2.0f * u);
-        }
+        gelu_span(out + begin, x + begin, end - begin);
+    });
+}
+
+void gelu_forward_rows(float* out, const float* x, int64_t rows, int64_t cols, int64_t ld) {
+    with_isa([&] {
+        for (int64_t r = 0; r < rows; r++) gelu_span(out + r * ld, x + r * ld, cols);
     });
 }
 

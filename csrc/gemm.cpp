@@ -18,8 +18,9 @@
 // other), so the micro-kernel streams two contiguous arrays whatever the layout of A and B: the
 // transposed forms NT and TN differ only in the packing loops (when the source is contiguous
 // along k, packing is a 16 x 16 transpose in registers). The micro-kernel keeps its MR x NR
-// tile of C in registers for all of KC, and applies the epilogue (bias, GELU, residual) on the
-// last K slice, while the finished tile is still in registers: C is written once.
+// tile of C in registers for all of KC, and applies the epilogue (bias, residual) on the
+// last K slice, while the finished tile is still in registers: C is written once. A GELU is
+// applied to each finished block of MC rows instead, while it is in L2 (see gemm_packed).
 //
 // Sizes for Zen4 (32 KB L1d and 1 MB L2 per core, 32 MB L3 shared), in floats:
 //   MR x NR  12 x 32 with AVX-512 (6 x 16 AVX2, 4 x 8 portable): see the kernel files.
@@ -57,6 +58,7 @@
 #include <vector>
 
 #include "common.h"
+#include "gelu.h"
 #include "gemm_kernels.h"
 
 namespace tinyroots {
@@ -190,6 +192,16 @@ void gemm_packed(const gd::KernelSet& ks, bool trans_a, bool trans_b, int64_t M,
     // each thread's packing buffers: a B block (kc x cols) and an A block (mc x kc)
     const int64_t per_thread = kc_max * (grid.cols + mc);
     float* const buffers = scratch((size_t)(nthreads * per_thread));
+    // With a GELU, the tiles write v into pre, and each block of mc rows, once complete, is
+    // turned into gelu(v) in C while it is still in L2. (Applied in the tiles' epilogue, the GELU's
+    // exp and division came between the micro-kernel's FMAs, and cost twice as much.)
+    const bool block_gelu = ep.pre && !ep.accumulate;
+    GemmEpilogue tile_ep = ep;
+    float* tile_c = C;
+    if (block_gelu) {
+        tile_ep.pre = nullptr;
+        tile_c = ep.pre;
+    }
 
 #pragma omp parallel num_threads(nthreads) if (nthreads > 1)
     {
@@ -220,10 +232,13 @@ void gemm_packed(const gd::KernelSet& ks, bool trans_a, bool trans_b, int64_t M,
                         const float* bp = Bp + (jr - c0) * kc;
                         const int n = (int)std::min(nr, c1 - jr);
                         for (int64_t ir = ic; ir < ic1; ir += mr)
-                            ks.tile(kc, Ap + (ir - ic) * kc, bp, C + ir * ldc + jr, ldc,
+                            ks.tile(kc, Ap + (ir - ic) * kc, bp, tile_c + ir * ldc + jr, ldc,
                                     (int)std::min(mr, ic1 - ir), n,
-                                    tile_epilogue(ep, ir, jr, ldc, pc, kc, K));
+                                    tile_epilogue(tile_ep, ir, jr, ldc, pc, kc, K));
                     }
+                    if (block_gelu && pc + kc == K)
+                        gelu_forward_rows(C + ic * ldc + c0, ep.pre + ic * ldc + c0, ic1 - ic,
+                                          c1 - c0, ldc);
                 }
             }
         }
