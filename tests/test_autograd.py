@@ -359,3 +359,27 @@ def test_leaf_gradient_is_its_own_array_even_when_owned():
     ops.linear(x, w).sum().backward()          # accumulates in place into the same buffer
     assert w.grad is g1
     np.testing.assert_allclose(w.grad, 8.0)
+
+
+def test_interior_gradient_sums_in_place_only_into_its_own_array():
+    # u and q receive the same array from the add's backward; u then gets a second gradient
+    # (from u * 2). Summing that into the shared array in place would change q's gradient too.
+    x = Tensor([1.0, 2.0], requires_grad=True)
+    u, q = (x * 3.0).retain_grad(), (x * 5.0).retain_grad()
+    ((u + q).sum() + (u * 2.0).sum()).backward()
+    np.testing.assert_allclose(u.grad, [3.0, 3.0])
+    np.testing.assert_allclose(q.grad, [1.0, 1.0])
+    np.testing.assert_allclose(x.grad, [3.0 * 3.0 + 5.0] * 2)
+    # the residual pattern of a GPT block, out = h + f(h), in float32 through the kernels:
+    # layernorm's own (owned) gradient and the add's shared one meet in h, in either order
+    w = Tensor(np.ones(2, np.float32), requires_grad=True)
+    b = Tensor(np.zeros(2, np.float32), requires_grad=True)
+    weights = Tensor(np.array([[1.0, 2.0]], np.float32))
+    for branch_first in (True, False):
+        h = (Tensor(np.array([[1.0, 3.0]], np.float32), requires_grad=True) * 1.0).retain_grad()
+        branch = ops.layernorm(h, w, b) * 4.0
+        out = (branch + h) if branch_first else (h + branch)
+        (out * weights).sum().backward()
+        alone = Tensor(h.data, requires_grad=True)   # the branch's part on its own
+        (ops.layernorm(alone, w, b) * 4.0 * weights).sum().backward()
+        np.testing.assert_allclose(h.grad, alone.grad + weights.data, rtol=1e-6, atol=1e-6)

@@ -72,7 +72,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op", "_retain",
-                 "__weakref__")
+                 "_grad_mine", "__weakref__")
 
     def __init__(self, data, requires_grad=False, dtype=None):
         if isinstance(data, Tensor):
@@ -90,6 +90,7 @@ class Tensor:
         self._backward = None
         self._op = ""
         self._retain = False
+        self._grad_mine = False  # self.grad is an array no one else holds (see _accum)
 
     # -- construction used by ops ----------------------------------------------------------
 
@@ -99,6 +100,7 @@ class Tensor:
         t = cls.__new__(cls)
         t.data = data
         t.grad = None
+        t._grad_mine = False
         t._op = op
         t._retain = False
         if _grad_enabled and any(p.requires_grad for p in parents):
@@ -119,7 +121,10 @@ class Tensor:
         receives is copied. subtle: an op's backward may hand the same array to two parents
         (``a + b`` gives both the same g); an in-place update of one parameter's grad (a second
         accumulation, clipping) must not change another's. A leaf's .grad is therefore always
-        its own array, and later gradients are added into it in place.
+        its own array, and later gradients are added into it in place. An interior tensor keeps
+        the first g as it is; later ones are added in place only once its .grad is an array it
+        alone holds (g was owned, or a first sum made a new one), which saves a (B, T, C)
+        allocation per extra branch on the residual stream.
         """
         if not self.requires_grad:
             return
@@ -128,15 +133,19 @@ class Tensor:
                                f"{self.data.shape} (from op '{self._op or 'leaf'}')")
         leaf = self._backward is None
         if self.grad is None:
-            if leaf and not (owned and g.dtype == self.data.dtype and g.flags.c_contiguous
-                             and g.flags.writeable):
+            mine = (owned and g.dtype == self.data.dtype and g.flags.c_contiguous
+                    and g.flags.writeable)
+            if leaf and not mine:
                 self.grad = np.array(g, dtype=self.data.dtype, copy=True)
+                mine = True
             else:
                 self.grad = g
-        elif leaf:
+            self._grad_mine = mine
+        elif leaf or self._grad_mine:
             self.grad += g
         else:
             self.grad = self.grad + g
+            self._grad_mine = True
 
     def _leaf_grad(self):
         """This leaf's accumulated gradient, if a kernel may add into it in place (else None)."""
@@ -227,6 +236,7 @@ class Tensor:
 
     def zero_grad(self):
         self.grad = None
+        self._grad_mine = False
 
     # -- NumPy-like conveniences ---------------------------------------------------------------
 
