@@ -26,11 +26,10 @@
 // Speed: K^T, V (and in the backward q, k, dout) are first copied into contiguous 64-row tiles
 // (PackedTiles): in a per-head item by the thread that then uses them, while they sit in its
 // L2 cache; with few heads, all at once before the items. The inner loops (dot_tile2,
-// axpy_rows) keep their sums in vector
-// registers (Vec<L>, vecmath.h) and take two queries at a time, so each vector loaded feeds two
-// FMAs; on a diagonal tile only the keys a pair of queries sees are computed (about 63 GFLOP/s
-// per core forward and 74 backward on an AVX-512 Zen 4 at B16 T256 C384, counting only the
-// causal half; the FMA peak is 105).
+// axpy_rows) keep their sums in vector registers (Vec<L>, vecmath.h) and take two queries at a
+// time, so each vector loaded feeds two FMAs; on a diagonal tile only the keys a pair of
+// queries sees are computed (about 63 GFLOP/s per core forward and 74 backward on an AVX-512
+// Zen 4 at B16 T256 C384, counting only the causal half; the FMA peak is 105).
 //
 // The plain twin, attend_row / attention_backward_head_naive below, is the textbook loop over
 // one query (one head) at a time; it is the fallback for head sizes above kMaxTiledHS, and
@@ -358,17 +357,21 @@ struct PackSpec {
     bool transposed;
 };
 
-// Packs every tile of head (b, h) of one spec into dst (n_kt * HS * kBc floats), compiled for
-// the instruction set in use (call it from inside with_isa).
-inline void pack_head(float* dst, const PackSpec& sp, int64_t b, int64_t h, int64_t T, int64_t HS) {
-    for (int64_t k0 = 0; k0 < T; k0 += kBc) {
-        const float* rows = sp.src + (b * T + k0) * sp.ld + sp.col + h * HS;
-        float* tile = dst + k0 * HS;  // tile k0 / kBc
-        if (sp.transposed)
-            pack_transposed(tile, rows, sp.ld, min64(kBc, T - k0), HS);
-        else
-            pack_rows(tile, rows, sp.ld, min64(kBc, T - k0), HS);
-    }
+// Tile k0 / kBc (rows k0 .. k0 + kBc) of head (b, h) of one spec, into dst (HS * kBc floats).
+inline void pack_tile(float* dst, const PackSpec& sp, int64_t b, int64_t h, int64_t k0,
+                      int64_t T, int64_t HS) {
+    const float* rows = sp.src + (b * T + k0) * sp.ld + sp.col + h * HS;
+    if (sp.transposed)
+        pack_transposed(dst, rows, sp.ld, min64(kBc, T - k0), HS);
+    else
+        pack_rows(dst, rows, sp.ld, min64(kBc, T - k0), HS);
+}
+
+// Every tile of head (b, h) of one spec, into dst (n_kt * HS * kBc floats), on the calling
+// thread (from inside with_isa, so that it is compiled for the instruction set in use).
+inline void pack_head(float* dst, const PackSpec& sp, int64_t b, int64_t h, int64_t T,
+                      int64_t HS) {
+    for (int64_t k0 = 0; k0 < T; k0 += kBc) pack_tile(dst + k0 * HS, sp, b, h, k0, T, HS);
 }
 
 // Packs n specs into out[0 .. n) (buffer slots 0 .. n), all in one parallel loop: one start
@@ -386,16 +389,9 @@ void pack_heads(PackedTiles* out, const PackSpec* specs, int n, int64_t B, int64
     for (int64_t job = 0; job < n * items; job++) {
         const PackSpec& sp = specs[job / items];
         const int64_t item = job % items;
-        const int64_t bh = item / n_kt, kt = item % n_kt, b = bh / NH, h = bh % NH;
-        const float* rows = sp.src + (b * T + kt * kBc) * sp.ld + sp.col + h * HS;
+        const int64_t bh = item / n_kt, kt = item % n_kt;
         float* dst = out[job / items].data + item * HS * kBc;
-        const int64_t rows_here = min64(kBc, T - kt * kBc);
-        with_isa([&] {
-            if (sp.transposed)
-                pack_transposed(dst, rows, sp.ld, rows_here, HS);
-            else
-                pack_rows(dst, rows, sp.ld, rows_here, HS);
-        });
+        with_isa([&] { pack_tile(dst, sp, bh / NH, bh % NH, kt * kBc, T, HS); });
     }
 }
 
