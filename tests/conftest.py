@@ -5,6 +5,13 @@ import pytest
 import tinyroots as tr
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Each test starts from the same global random state, so a failure reproduces (the package
+    itself seeds from the OS unless told otherwise: tests/test_random.py checks that)."""
+    tr.manual_seed(1337)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from threads, and lose much on a busy machine. A module opts in

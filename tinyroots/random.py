@@ -7,7 +7,9 @@ JSON-able dicts, never pickled) let a resumed run continue exactly where it stop
 
 import numpy as np
 
-_generator = np.random.default_rng(1337)
+# seeded from the operating system's entropy: two runs sample differently unless a seed is given
+# (manual_seed, or a command's --seed); training commands always seed from their config
+_generator = np.random.default_rng()
 
 
 def manual_seed(seed):
