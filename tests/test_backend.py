@@ -55,8 +55,19 @@ def test_set_num_threads():
         assert tr.get_num_threads() == 1 or kernels._C is None
     finally:
         tr.set_num_threads(before)
-    with pytest.raises(ValueError, match="positive"):
-        tr.set_num_threads(0)
+    # a clear error before libgomp sees the number: 100000 overflowed its stack (a segfault),
+    # 20000 really started 20000 threads; a fraction is not a thread count
+    for bad in (0, -1, kernels.MAX_THREADS + 1, 100000, 2.7, 2.0, True, "4", None):
+        with pytest.raises(ValueError, match=r"set_num_threads\(n\).*(1 to|from 1)"):
+            tr.set_num_threads(bad)
+    assert tr.get_num_threads() == before
+
+
+def test_check_num_threads_is_the_rule_commands_share():
+    assert kernels.check_num_threads(1) == 1
+    assert kernels.check_num_threads(np.int64(kernels.MAX_THREADS)) == kernels.MAX_THREADS
+    with pytest.raises(ValueError, match=r"--num-threads .*got 100000"):
+        kernels.check_num_threads(100000, "--num-threads")
 
 
 @pytest.mark.skipif(kernels._C is None, reason="the C++ extension is not built")

@@ -41,18 +41,8 @@ if _requested == "cuda":
 
 BACKEND = "cpu" if _C is not None else "numpy"
 
-# Every kernel that ref.py defines; a name the extension lacks falls back to ref.
-KERNEL_NAMES = (
-    "linear_forward", "linear_backward", "linear_gelu_forward", "linear_residual_forward",
-    "matmul_forward", "matmul_backward", "matmul_nt", "matmul_tn",
-    "layernorm_forward", "layernorm_backward",
-    "gelu_forward", "gelu_backward",
-    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
-    "cross_entropy_forward", "cross_entropy_backward", "cross_entropy_forward_backward",
-    "embedding_forward", "embedding_backward",
-    "attention_forward", "attention_backward", "attention_decode",
-    "adamw_update", "sgd_update",
-)
+# which implementation each kernel got: {"layernorm_forward": "cpu", "gelu_forward": "numpy", ...}
+IMPLEMENTATION = {}
 
 
 def _first_array(args, kwargs):
@@ -65,11 +55,14 @@ def _first_array(args, kwargs):
     return None
 
 
-def _bind(name):
-    slow = getattr(ref, name)
+def _bind(slow):
+    """The kernel named like ``slow`` (a ref function): ``_C``'s twin for float32 arrays, the
+    reference for anything else (float64 gradient checks) and when the extension lacks it."""
+    name = slow.__name__
     fast = getattr(_C, name, None) if _C is not None else None
+    IMPLEMENTATION[name] = "numpy" if fast is None else "cpu"
     if fast is None:
-        return slow, "numpy"
+        return slow
 
     def kernel(*args, **kwargs):
         first = _first_array(args, kwargs)
@@ -77,28 +70,80 @@ def _bind(name):
             return fast(*args, **kwargs)
         return slow(*args, **kwargs)
 
-    kernel.__name__ = name
-    kernel.__qualname__ = name
+    kernel.__name__ = kernel.__qualname__ = name
     kernel.__doc__ = slow.__doc__
-    return kernel, "cpu"
+    return kernel
 
 
-# which implementation each name got: {"layernorm_forward": "cpu", "gelu_forward": "numpy", ...}
-IMPLEMENTATION = {}
-for _name in KERNEL_NAMES:
-    globals()[_name], IMPLEMENTATION[_name] = _bind(_name)
-del _name
+# ---------------------------------------------------------------------------------------------
+# the kernels, one line each (same names and arguments in ref.py, csrc/ and bindings.cpp)
+
+linear_forward = _bind(ref.linear_forward)
+linear_backward = _bind(ref.linear_backward)
+linear_gelu_forward = _bind(ref.linear_gelu_forward)
+linear_residual_forward = _bind(ref.linear_residual_forward)
+
+matmul_forward = _bind(ref.matmul_forward)
+matmul_backward = _bind(ref.matmul_backward)
+matmul_nt = _bind(ref.matmul_nt)
+matmul_tn = _bind(ref.matmul_tn)
+
+layernorm_forward = _bind(ref.layernorm_forward)
+layernorm_backward = _bind(ref.layernorm_backward)
+
+gelu_forward = _bind(ref.gelu_forward)
+gelu_backward = _bind(ref.gelu_backward)
+
+softmax_forward = _bind(ref.softmax_forward)
+softmax_backward = _bind(ref.softmax_backward)
+log_softmax_forward = _bind(ref.log_softmax_forward)
+log_softmax_backward = _bind(ref.log_softmax_backward)
+
+cross_entropy_forward = _bind(ref.cross_entropy_forward)
+cross_entropy_backward = _bind(ref.cross_entropy_backward)
+cross_entropy_forward_backward = _bind(ref.cross_entropy_forward_backward)
+
+embedding_forward = _bind(ref.embedding_forward)
+embedding_backward = _bind(ref.embedding_backward)
+
+attention_forward = _bind(ref.attention_forward)
+attention_backward = _bind(ref.attention_backward)
+attention_decode = _bind(ref.attention_decode)
+
+adamw_update = _bind(ref.adamw_update)
+sgd_update = _bind(ref.sgd_update)
+
+# every kernel above, in order (tests check each one against ref on every SIMD path)
+KERNEL_NAMES = tuple(IMPLEMENTATION)
 
 
 # ---------------------------------------------------------------------------------------------
 # threads and runtime information
 
 
+# More threads than this is a mistake, whatever the machine: 100000 overflows the stack inside
+# libgomp (a segfault) and 20000 really starts 20000 threads. A fixed cap, not one derived from
+# this machine's cores, so a config that works here works on every machine.
+MAX_THREADS = 256
+
+
+def check_num_threads(n, name="num_threads"):
+    """n as an int if it is a whole number of threads in 1 .. MAX_THREADS, else a ValueError
+    naming ``name``, the value and what was expected. The commands' --num-threads use it too.
+
+        check_num_threads(4) -> 4;  check_num_threads(2.7) -> ValueError
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ValueError(f"{name} must be a whole number of threads from 1 to {MAX_THREADS}, "
+                         f"got {n!r}")
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"{name} must be from 1 to {MAX_THREADS} threads, got {n}")
+    return int(n)
+
+
 def set_num_threads(n):
     """Use n OpenMP threads in the C++ kernels (the default follows OMP_NUM_THREADS)."""
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be a positive integer, got {n}")
+    n = check_num_threads(n, "set_num_threads(n)")
     if _C is not None:
         _C.set_num_threads(n)
 
