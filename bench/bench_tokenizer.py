@@ -20,12 +20,13 @@ import random
 import pytest
 from conftest import BENCH_THREADS
 
+import tinyroots
 import tinyroots.tokenizer as T
 
 # Hugging Face tokenizers sizes its thread pool when first used (it is imported lazily below)
 os.environ.setdefault("RAYON_NUM_THREADS", str(BENCH_THREADS))
 
-ASSET = os.path.join(os.path.dirname(T.__file__), "assets", "tinyshakespeare.txt")
+ASSET = os.path.join(os.path.dirname(tinyroots.__file__), "assets", "tinyshakespeare.txt")
 VOCAB = 8192
 EOT = "<|endoftext|>"
 _medians = {}

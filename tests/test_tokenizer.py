@@ -16,14 +16,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tinyroots.bpe as B
-import tinyroots.tokenizer as T
-from tinyroots.tokenizer import CharTokenizer, Tokenizer, TokenizerFileError, load_tokenizer
+import tinyroots
+import tinyroots.tokenizer
+import tinyroots.tokenizer.bpe as B
+import tinyroots.tokenizer.tokenizer as T
+from tinyroots.tokenizer import Tokenizer, TokenizerFileError, load_tokenizer
 
 _bpe = T._bpe
-needs_compiled = pytest.mark.skipif(_bpe is None, reason="tinyroots._bpe is not built")
+needs_compiled = pytest.mark.skipif(_bpe is None, reason="tinyroots.tokenizer._bpe is not built")
 
-ASSET = pathlib.Path(T.__file__).parent / "assets" / "tinyshakespeare.txt"
+ASSET = pathlib.Path(tinyroots.__file__).parent / "assets" / "tinyshakespeare.txt"
 SHAKESPEARE = ASSET.read_text(encoding="utf-8")
 EOT = "<|endoftext|>"
 
@@ -78,15 +80,15 @@ def _python_twin(t):
 # bytes <-> unicode
 
 def test_bytes_to_unicode_is_gpt2s():
-    enc = T.bytes_to_unicode()
+    enc = B.bytes_to_unicode()
     assert len(enc) == 256 and len(set(enc.values())) == 256
     assert enc[ord("a")] == "a" and enc[ord(" ")] == "Ġ" and enc[ord("\n")] == "Ċ"
     assert all(c.isprintable() and not c.isspace() for c in enc.values())
     # GPT-2's ids for the one-byte tokens: "!" is 0, space is 220, newline 198, byte 0 is 188
-    assert T.BYTE_IDS[ord("!")] == 0 and T.BYTE_IDS[ord(" ")] == 220
-    assert T.BYTE_IDS[ord("\n")] == 198 and T.BYTE_IDS[0] == 188
-    assert sorted(T.BYTE_IDS) == list(range(256))
-    assert T.string_to_token(T.token_to_string(bytes(range(256)))) == bytes(range(256))
+    assert B.BYTE_IDS[ord("!")] == 0 and B.BYTE_IDS[ord(" ")] == 220
+    assert B.BYTE_IDS[ord("\n")] == 198 and B.BYTE_IDS[0] == 188
+    assert sorted(B.BYTE_IDS) == list(range(256))
+    assert B.string_to_token(B.token_to_string(bytes(range(256)))) == bytes(range(256))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,17 +98,17 @@ def _reference_split():
     """GPT-2's regex from the `regex` module, else Hugging Face's ByteLevel pre-tokenizer."""
     try:
         import regex
-        pattern = regex.compile(T.GPT2_SPLIT_PATTERN)
+        pattern = regex.compile(B.GPT2_SPLIT_PATTERN)
         return pattern.findall
     except ImportError:
         pre = pytest.importorskip("tokenizers").pre_tokenizers.ByteLevel(add_prefix_space=False)
-        return lambda s: [T.string_to_token(p).decode("utf-8") for p, _ in pre.pre_tokenize_str(s)]
+        return lambda s: [B.string_to_token(p).decode("utf-8") for p, _ in pre.pre_tokenize_str(s)]
 
 
 @pytest.mark.parametrize("text", TRICKY)
 def test_pretokenize_matches_gpt2_regex(text):
     ref = _reference_split()(text)
-    assert T.pretokenize(text) == ref
+    assert B.pretokenize(text) == ref
     if _bpe is not None:
         assert _bpe.split_text(text) == ref
 
@@ -115,7 +117,7 @@ def test_pretokenize_matches_gpt2_regex(text):
 @given(st.text(alphabet=ALPHABET, max_size=60))
 def test_pretokenize_matches_gpt2_regex_random(text):
     ref = _reference_split()(text)
-    assert T.pretokenize(text) == ref
+    assert B.pretokenize(text) == ref
     if _bpe is not None:
         assert _bpe.split_text(text) == ref
     assert "".join(ref) == text
@@ -126,7 +128,7 @@ def test_pretokenize_matches_gpt2_regex_random(text):
 def test_pretokenize_matches_gpt2_regex_any_text(text):
     text = _assigned(text)
     ref = _reference_split()(text)
-    assert T.pretokenize(text) == ref
+    assert B.pretokenize(text) == ref
     if _bpe is not None:
         assert _bpe.split_text(text) == ref
 
@@ -152,8 +154,8 @@ def test_characters_in_context_split_like_the_regex_module():
     chars = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) not in ("Cn", "Cs")]
     sample = rng.sample(chars, 3000) + [c for c in chars if c < "\u3000"]
     text = "".join("x" + c + "a " + c + "1 " + c + c + "  " + c + "\n" for c in sample)
-    ref = regex.compile(T.GPT2_SPLIT_PATTERN).findall(text)
-    assert T.pretokenize(text) == ref
+    ref = regex.compile(B.GPT2_SPLIT_PATTERN).findall(text)
+    assert B.pretokenize(text) == ref
     if _bpe is not None:
         assert _bpe.split_text(text) == ref
 
@@ -171,7 +173,7 @@ def test_word_counts_compiled_equal_python():
     text = SHAKESPEARE[:200_000] + "x<|endoftext|>y<|endoftext|><|endoftext|> z" + "".join(TRICKY)
     counter = _bpe.WordCounter([EOT.encode()])
     counter.add(text)
-    expected = T._count_words_python([text], [EOT])
+    expected = B._count_words_python([text], [EOT])
     assert dict(counter.items()) == expected
     assert not any(EOT.encode() in w for w in expected)
     # counting in two halves and merging gives the same
@@ -186,11 +188,11 @@ def test_word_counts_compiled_equal_python():
 @needs_compiled
 @pytest.mark.parametrize("vocab_size,min_frequency", [(700, 2), (1500, 1), (2000, 5)])
 def test_train_compiled_equals_python(vocab_size, min_frequency):
-    counts = T._count_words_python([SHAKESPEARE[:150_000]], [EOT])
+    counts = B._count_words_python([SHAKESPEARE[:150_000]], [EOT])
     counter = _bpe.WordCounter()
     counter.add_counts(counts)
-    expected = T._train_merges_python(counts, T.BYTE_IDS, vocab_size, min_frequency)
-    got = _bpe.train_bpe(counter, T.BYTE_IDS, vocab_size, min_frequency)
+    expected = B._train_merges_python(counts, B.BYTE_IDS, vocab_size, min_frequency)
+    got = _bpe.train_bpe(counter, B.BYTE_IDS, vocab_size, min_frequency)
     assert got == expected
     assert len(got) > 100
 
@@ -204,8 +206,8 @@ def test_train_compiled_equals_python_random(counts, max_tokens, min_frequency):
     """Tiny alphabets make the tricky cases common: overlapping pairs ("aaaa", "abab"), ties."""
     counter = _bpe.WordCounter()
     counter.add_counts(counts)
-    expected = T._train_merges_python(counts, T.BYTE_IDS, max_tokens, min_frequency)
-    assert _bpe.train_bpe(counter, T.BYTE_IDS, max_tokens, min_frequency) == expected
+    expected = B._train_merges_python(counts, B.BYTE_IDS, max_tokens, min_frequency)
+    assert _bpe.train_bpe(counter, B.BYTE_IDS, max_tokens, min_frequency) == expected
 
 
 def test_train_matches_huggingface_bpe_trainer():
@@ -273,10 +275,10 @@ def test_chunks_cut_at_safe_points_count_like_the_whole(tmp_path):
     path = tmp_path / "c.txt"
     path.write_bytes(text.encode("utf-8"))
     for src in (text, path):
-        chunks = list(T._iter_chunks(src, chunk_chars=4096, specials=[EOT]))
+        chunks = list(B._iter_chunks(src, chunk_chars=4096, specials=[EOT]))
         assert len(chunks) > 10 and "".join(chunks) == text
-        assert [p for c in chunks for p in T.pretokenize(c)] == T.pretokenize(text)
-        assert T._count_words_python(chunks, [EOT]) == T._count_words_python([text], [EOT])
+        assert [p for c in chunks for p in B.pretokenize(c)] == B.pretokenize(text)
+        assert B._count_words_python(chunks, [EOT]) == B._count_words_python([text], [EOT])
 
 
 def test_training_never_merges_across_special_tokens():
@@ -301,12 +303,12 @@ def test_bpe_short_and_long_paths_equal_python(tok):
     enc = tok._encoder
     ranks = {(a, b): (r, z) for r, (a, b, z) in enumerate(tok._merges)}
     rng = random.Random(0)
-    words = [w.encode() for w in T.pretokenize(SHAKESPEARE[:20_000])]
+    words = [w.encode() for w in B.pretokenize(SHAKESPEARE[:20_000])]
     words += [b"a" * n for n in (2, 3, 47, 48, 49, 200)] + [b" " * 300, b"ab" * 100]
     words += [bytes(rng.choice(b"the qu\xc3\xa9ick ") for _ in range(rng.randint(2, 120)))
               for _ in range(300)]
     for w in words:
-        expected = T._bpe_python(w, tok._byte_ids, ranks)
+        expected = B._bpe_python(w, tok._byte_ids, ranks)
         assert enc.bpe(w) == expected
         assert enc.bpe(w, True) == expected
 
@@ -430,7 +432,7 @@ def test_invalid_utf8_decodes_with_replacement_characters(tok):
 def test_identical_ids_to_tiktoken(tok):
     tiktoken = pytest.importorskip("tiktoken")
     ranks = {tok.token_bytes(i): i for i in range(tok.vocab_size) if i not in tok._special_ids}
-    enc = tiktoken.Encoding("tinyroots-test", pat_str=T.GPT2_SPLIT_PATTERN,
+    enc = tiktoken.Encoding("tinyroots-test", pat_str=B.GPT2_SPLIT_PATTERN,
                             mergeable_ranks=ranks, special_tokens=tok.special_tokens)
     texts = [SHAKESPEARE[300_000:400_000], "".join(TRICKY), *TRICKY,
              "<|user|>hello<|assistant|> hi<|endoftext|>"]
@@ -446,7 +448,7 @@ def test_identical_ids_to_tiktoken_random(tok, text):
     enc = getattr(test_identical_ids_to_tiktoken_random, "enc", None)
     if enc is None:
         ranks = {tok.token_bytes(i): i for i in range(tok.vocab_size) if i not in tok._special_ids}
-        enc = tiktoken.Encoding("tinyroots-test", pat_str=T.GPT2_SPLIT_PATTERN,
+        enc = tiktoken.Encoding("tinyroots-test", pat_str=B.GPT2_SPLIT_PATTERN,
                                 mergeable_ranks=ranks, special_tokens=tok.special_tokens)
         test_identical_ids_to_tiktoken_random.enc = enc
     assert tok.encode(text, allowed_special="none") == enc.encode_ordinary(text)
@@ -551,148 +553,5 @@ def test_huggingface_without_special_tokens(tmp_path):
     assert hf("Hello there")["input_ids"] == t.encode("Hello there")
 
 
-# ---------------------------------------------------------------------------------------------
-# files
-
-def test_save_and_load_round_trip(tok, tmp_path):
-    paths = tok.save_pretrained(tmp_path / "t")
-    assert sorted(os.path.basename(p) for p in paths) == [
-        "merges.txt", "special_tokens_map.json", "tokenizer_config.json", "vocab.json"]
-    assert sorted(os.listdir(tmp_path / "t")) == sorted(os.path.basename(p) for p in paths)
-    assert (tmp_path / "t" / "merges.txt").read_text(encoding="utf-8").startswith("#version: 0.2\n")
-    back = Tokenizer.from_pretrained(tmp_path / "t")
-    assert back.get_vocab() == tok.get_vocab() and back.merges == tok.merges
-    assert back.special_tokens == tok.special_tokens and back.eot_token_id == tok.eot_token_id
-    text = "<|user|>" + SHAKESPEARE[:5000]
-    assert back.encode(text) == tok.encode(text)
-    assert isinstance(load_tokenizer(tmp_path / "t"), Tokenizer)
-    tok.save_pretrained(tmp_path / "t")        # overwriting works and leaves no temp files
-    assert len(os.listdir(tmp_path / "t")) == 4
-
-
-def _write_gpt2_layout(folder, tok):
-    """The layout of OpenAI's GPT-2 files: vocab.json with <|endoftext|> last, merges.txt with
-    a "#version" header, no config files."""
-    folder.mkdir()
-    vocab = {t: i for t, i in tok.get_vocab().items() if t not in tok.special_tokens}
-    vocab[EOT] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in tok.merges) + "\n", encoding="utf-8")
-    return vocab
-
-
-def test_load_openai_gpt2_layout(tmp_path):
-    t = Tokenizer.train(SHAKESPEARE[:80_000], vocab_size=500)
-    vocab = _write_gpt2_layout(tmp_path / "gpt2", t)
-    g = Tokenizer.from_pretrained(tmp_path / "gpt2")
-    assert g.special_tokens == {EOT: len(vocab) - 1} and g.eos_token_id == len(vocab) - 1
-    assert g.encode("Hello<|endoftext|>") == t.encode("Hello<|endoftext|>")
-    # the same files under the names of OpenAI's gpt-2 repository
-    os.rename(tmp_path / "gpt2" / "vocab.json", tmp_path / "gpt2" / "encoder.json")
-    os.rename(tmp_path / "gpt2" / "merges.txt", tmp_path / "gpt2" / "vocab.bpe")
-    assert load_tokenizer(tmp_path / "gpt2").encode("Hello<|endoftext|>") == g.encode("Hello<|endoftext|>")
-
-
-@pytest.mark.skipif(not os.environ.get("TINYROOTS_GPT2_TOKENIZER"),
-                    reason="set TINYROOTS_GPT2_TOKENIZER to a folder with GPT-2's vocab.json + merges.txt")
-def test_real_gpt2_files():
-    g = Tokenizer.from_pretrained(os.environ["TINYROOTS_GPT2_TOKENIZER"])
-    assert g.vocab_size == 50257 and g.eot_token_id == 50256
-    assert g.encode("Hello world") == [15496, 995] and g.encode(" Hello world") == [18435, 995]
-
-
-@pytest.fixture
-def good_folder(tmp_path):
-    t = Tokenizer.train(SHAKESPEARE[:30_000], vocab_size=300)
-    folder = tmp_path / "tok"
-    t.save_pretrained(folder)
-    return folder
-
-
-def _vocab(folder):
-    return json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-
-
-@pytest.mark.parametrize("corrupt,error,message", [
-    (lambda f: (f / "vocab.json").unlink(), FileNotFoundError, "vocab.json"),
-    (lambda f: (f / "merges.txt").unlink(), FileNotFoundError, "merges.txt"),
-    (lambda f: (f / "vocab.json").write_text("{not json", encoding="utf-8"), TokenizerFileError,
-     "vocab.json is not valid JSON"),
-    (lambda f: (f / "vocab.json").write_text("[1, 2]", encoding="utf-8"), TokenizerFileError,
-     "vocab.json: expected a JSON object"),
-    (lambda f: (f / "vocab.json").write_bytes(b"\xff\xfe{}"), TokenizerFileError, "not UTF-8"),
-    (lambda f: (f / "vocab.json").write_text(json.dumps({**_vocab(f), "zz": "7"}), encoding="utf-8"),
-     TokenizerFileError, "'zz' is '7', not an int"),
-    (lambda f: (f / "vocab.json").write_text(json.dumps({**_vocab(f), "zz": 5000}), encoding="utf-8"),
-     TokenizerFileError, "vocab.json: ids must be 0..300"),
-    (lambda f: (f / "vocab.json").write_text(json.dumps({**_vocab(f), "zz": 7}), encoding="utf-8"),
-     TokenizerFileError, "vocab.json: ids must be 0..300|id 7 is given to both"),
-    (lambda f: (f / "vocab.json").write_text(
-        json.dumps({k: v for k, v in _vocab(f).items() if k != "Ġ"}), encoding="utf-8"),
-     TokenizerFileError, "vocab.json: ids must be 0..|vocab.json: no token for the byte"),
-    (lambda f: (f / "vocab.json").write_text(
-        '{"a": 0, "a": 1}', encoding="utf-8"), TokenizerFileError, "'a' appears twice"),
-    (lambda f: (f / "merges.txt").write_text("#version: 0.2\nĠ t\nĠt hex\n", encoding="utf-8"),
-     TokenizerFileError, "merges.txt: merge 2 .* uses 'hex', which is not in .*vocab.json"),
-    (lambda f: (f / "merges.txt").write_text("#version: 0.2\nq z\n", encoding="utf-8"),
-     TokenizerFileError, "merges.txt: merge 1 \\(q z\\) makes 'qz', which is not in"),
-    (lambda f: (f / "merges.txt").write_text("#version: 0.2\nĠ t x\n", encoding="utf-8"),
-     TokenizerFileError, "merges.txt line 2: expected two tokens"),
-    (lambda f: (f / "special_tokens_map.json").write_text(
-        json.dumps({"eos_token": "<|nope|>"}), encoding="utf-8"),
-     TokenizerFileError, "special token '<|nope|>' named in the tokenizer config"),
-    (lambda f: (f / "tokenizer_config.json").write_text("{", encoding="utf-8"),
-     TokenizerFileError, "tokenizer_config.json is not valid JSON"),
-])
-def test_corrupt_files_give_one_clear_error(good_folder, corrupt, error, message):
-    corrupt(good_folder)
-    with pytest.raises(error, match=message):
-        Tokenizer.from_pretrained(good_folder)
-
-
-def test_missing_folder_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
-        Tokenizer.from_pretrained(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="no tokenizer in"):
-        load_tokenizer(tmp_path)
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(NotADirectoryError):
-        Tokenizer.from_pretrained(tmp_path / "f")
-
-
-# ---------------------------------------------------------------------------------------------
-# CharTokenizer
-
-def test_char_tokenizer(tmp_path):
-    text = SHAKESPEARE[:200_000]
-    t = CharTokenizer.train(text)
-    assert t.vocab_size == len(set(text)) and t._chars == sorted(set(text))
-    ids = t.encode(text[:1000])
-    assert t.decode(ids) == text[:1000] and t.decode(np.array([ids])) == text[:1000]
-    assert t.encode("ab", return_tensors="np").shape == (1, 2)
-    assert t.eot_token_id is None
-    with pytest.raises(ValueError, match="not in this CharTokenizer"):
-        t.encode("漢")
-    with pytest.raises(ValueError, match="out of range"):
-        t.decode([t.vocab_size])
-    assert t.add_special_tokens([EOT]) == 1 and t.eot_token_id == t.vocab_size - 1
-    assert t.encode("a<|endoftext|>") == [t.token_to_id("a"), t.eot_token_id]
-    assert t.decode(t.encode("a<|endoftext|>"), skip_special_tokens=True) == "a"
-    t.save_pretrained(tmp_path / "c")
-    data = json.loads((tmp_path / "c" / "tokenizer.json").read_text(encoding="utf-8"))
-    assert data["type"] == "char" and data["chars"] == sorted(set(text))
-    back = load_tokenizer(tmp_path / "c")
-    assert isinstance(back, CharTokenizer) and back.encode("a<|endoftext|>b") == t.encode("a<|endoftext|>b")
-    assert CharTokenizer.train(ASSET).vocab_size == 65      # nanoGPT's shakespeare_char
-    with pytest.raises(ValueError, match="vocab_size"):
-        CharTokenizer.train("abc", vocab_size=2)
-    (tmp_path / "c" / "tokenizer.json").write_text('{"type": "char", "chars": ["a", "a"]}')
-    with pytest.raises(TokenizerFileError, match="duplicates"):
-        CharTokenizer.from_pretrained(tmp_path / "c")
-    with pytest.raises(TokenizerFileError, match="holds a CharTokenizer"):
-        Tokenizer.from_pretrained(tmp_path / "c")
-
-
 def test_aliases():
-    assert T.GPT2Tokenizer is Tokenizer
+    assert tinyroots.tokenizer.GPT2Tokenizer is Tokenizer is tinyroots.Tokenizer
