@@ -160,18 +160,22 @@ def _first_id(value):
 
 
 class ModelOutput:
-    """What GPT.forward returns: ``.loss`` and ``.logits`` (Tensors or None).
+    """What GPT.forward returns: ``.loss`` and ``.logits`` (Tensors or None), and when asked
+    for, ``.hidden_states`` and ``.attentions`` (tuples of np.ndarray, as Hugging Face's).
 
     Like Hugging Face's output it also indexes as a tuple of the fields that are set, so
     ``loss, logits = out[:2]`` works when labels were given and ``logits = out[0]`` when not.
     """
 
-    def __init__(self, loss=None, logits=None):
+    def __init__(self, loss=None, logits=None, hidden_states=None, attentions=None):
         self.loss = loss
         self.logits = logits
+        self.hidden_states = hidden_states    # n_layer + 1 arrays (B, T, C), or None
+        self.attentions = attentions          # n_layer arrays (B, NH, T, T), or None
 
     def to_tuple(self):
-        return tuple(v for v in (self.loss, self.logits) if v is not None)
+        return tuple(v for v in (self.loss, self.logits, self.hidden_states, self.attentions)
+                     if v is not None)
 
     def __getitem__(self, index):
         if isinstance(index, str):
@@ -279,6 +283,26 @@ def project(h, proj, dropout, residual=None):
     return residual + dropout(proj(h))
 
 
+def attention_weights(qkv, n_head):
+    """The softmax weights the fused attention never stores, for inspection only (NumPy).
+
+    qkv (B, T, 3C) as c_attn wrote it -> (B, NH, T, T). Row t of head h says how much position
+    t attends to each position s: softmax over s <= t of q_t . k_s / sqrt(HS); s > t get 0.
+    Training runs ops.attention, which keeps no T x T matrix; this is only called when
+    forward(output_attentions=True) asks, and is not differentiated.
+    """
+    B, T, C3 = qkv.shape
+    HS = C3 // 3 // n_head
+    heads = qkv.reshape(B, T, 3, n_head, HS).transpose(2, 0, 3, 1, 4)  # (3, B, NH, T, HS)
+    q, k = heads[0], heads[1]
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(HS)               # (B, NH, T, T)
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)                 # s > t: not seen yet
+    scores = np.where(future, -np.inf, scores)
+    scores = scores - scores.max(axis=-1, keepdims=True)  # exp overflows near 88 in float32
+    w = np.exp(scores)
+    return w / w.sum(axis=-1, keepdims=True)                           # (B, NH, T, T)
+
+
 class Block(Module):
     def __init__(self, config):
         super().__init__()
@@ -332,7 +356,7 @@ class GPT(Module):
     # -- forward ------------------------------------------------------------------------------
 
     def forward(self, input_ids, labels=None, targets=None, kv_cache=None, return_logits=True,
-                last_only=False):
+                last_only=False, output_attentions=False, output_hidden_states=False):
         """Run the model.
 
         input_ids     int array (B, T) or (T,)
@@ -342,6 +366,10 @@ class GPT(Module):
         kv_cache      a KVCache for incremental decoding (inference only)
         return_logits False lets the loss reuse the logits buffer for their gradient (training)
         last_only     compute logits for the last position only (generation)
+        output_attentions     also return .attentions: per layer the softmax weights
+                              (B, NH, T, T), recomputed in NumPy (the fused kernel keeps none)
+        output_hidden_states  also return .hidden_states: the embeddings, each later block's
+                              input and the ln_f output (n_layer + 1 arrays (B, T, C))
         Returns a ModelOutput with .loss (if labels/targets were given) and .logits.
         """
         cfg = self.config
@@ -355,8 +383,9 @@ class GPT(Module):
         if kv_cache is not None and self.training:
             raise RuntimeError("forward: a kv_cache is for inference; call model.eval() first")
         tgt = self._aligned_targets(labels, targets, ids.shape)
+        record = _inspection_record(output_attentions, output_hidden_states, kv_cache)
 
-        x = self.hidden_states(ids, kv_cache)                              # (B, T, C)
+        x = self.hidden_states(ids, kv_cache, record)                      # (B, T, C)
         if last_only:
             x = x[:, -1:, :]                                               # (B, 1, C)
         logits = ops.linear_transposed(x, self.transformer.wte.weight)     # (B, T, V)
@@ -367,23 +396,31 @@ class GPT(Module):
                 raise ValueError("forward: last_only=True cannot be combined with labels")
             loss = ops.cross_entropy(logits, tgt, ignore_index=-100,
                                      inplace=not return_logits)
-        return ModelOutput(loss=loss, logits=logits if (return_logits or loss is None) else None)
+        return ModelOutput(loss=loss, logits=logits if (return_logits or loss is None) else None,
+                           **{name: tuple(arrays) for name, arrays in (record or {}).items()})
 
-    def hidden_states(self, ids, kv_cache=None):
+    def hidden_states(self, ids, kv_cache=None, record=None, inputs_embeds=None):
         """The transformer body: int ids (B, T) -> final hidden states (B, T, C) after ln_f.
 
         Task heads (classification, ...) start from here; forward() adds the tied LM head.
         ``ids`` must already be checked (forward does it; other callers use check_ids).
+        ``record`` (inspection only): a dict of lists to fill, see _inspection_record.
+        ``inputs_embeds`` (B, T, C): token embeddings used instead of wte[ids], e.g. a Tensor
+        that attribution differentiates the output with respect to.
         """
         tr = self.transformer
         B, T = ids.shape
         start = kv_cache.length if kv_cache is not None else 0
-        tok = tr.wte(ids)                                                  # (B, T, C)
+        tok = tr.wte(ids) if inputs_embeds is None else inputs_embeds     # (B, T, C)
         pos = tr.wpe(np.arange(start, start + T))                          # (T, C)
         x = tr.drop(tok + pos)
         for i, block in enumerate(tr.h):
+            if record is not None:
+                _record_block(record, block, x)
             x = block(x, kv_cache, i)
         x = tr.ln_f(x)                                                     # (B, T, C)
+        if record is not None and "hidden_states" in record:
+            record["hidden_states"].append(x.data.copy())
         if kv_cache is not None:
             kv_cache.length += T
         return x
@@ -536,6 +573,167 @@ class GPT(Module):
         """Load a directory written by save_pretrained or by Hugging Face (safetensors)."""
         from .checkpoint import load_pretrained
         return load_pretrained(path, model_class=cls, **kwargs)
+
+
+def _inspection_record(output_attentions, output_hidden_states, kv_cache):
+    """None (the training path: nothing kept), or the lists forward's extra outputs fill."""
+    if not (output_attentions or output_hidden_states):
+        return None
+    if output_attentions and kv_cache is not None:
+        raise ValueError("forward: output_attentions=True cannot be combined with a kv_cache "
+                         "(run the whole sequence without one)")
+    wanted = {"hidden_states": output_hidden_states, "attentions": output_attentions}
+    return {name: [] for name, asked in wanted.items() if asked}
+
+
+def _record_block(record, block, x):
+    """Keep what was asked for before ``block`` runs on x (B, T, C): x itself (Hugging Face's
+    hidden state i is block i's input) and the block's attention weights."""
+    if "hidden_states" in record:
+        record["hidden_states"].append(x.data.copy())
+    if "attentions" in record:
+        with no_grad():       # c_attn again: the fused attention kept only its output
+            qkv = block.attn.c_attn(block.ln_1(x))                         # (B, T, 3C)
+        record["attentions"].append(attention_weights(qkv.data, block.attn.n_head))
+
+
+class GenerateOutput:
+    """What generate(return_dict_in_generate=True) returns, as Hugging Face's:
+    ``.sequences`` (B, T + new) and ``.scores`` (a tuple of one (B, V) array per new token, or
+    None). Also indexes by name or as the tuple of the fields that are set."""
+
+    def __init__(self, sequences, scores=None):
+        self.sequences = sequences
+        self.scores = scores
+
+    def to_tuple(self):
+        return tuple(v for v in (self.sequences, self.scores) if v is not None)
+
+    def __getitem__(self, index):
+        if isinstance(index, str):
+            return getattr(self, index)
+        return self.to_tuple()[index]
+
+    def __repr__(self):
+        n = "None" if self.scores is None else f"{len(self.scores)} arrays"
+        return f"GenerateOutput(sequences shape={self.sequences.shape}, scores={n})"
+
+
+# ---------------------------------------------------------------------------------------------
+# generation arguments: checked before any work, one clear message each
+
+
+def _is_config(value):
+    return isinstance(value, str) and value == "config"
+
+
+def _is_real(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+def _check_token_id(value, name):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"generate: {name} must be a token id >= 0 or None, got {value!r}")
+    return int(value)
+
+
+def _check_eos(value):
+    """None, an id or a list of ids -> a list of ids (empty: never stop early)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [_check_token_id(v, "eos_token_id") for v in values if v is not None]
+
+
+def _check_length(max_new_tokens, max_length, T0):
+    for name, value in (("max_new_tokens", max_new_tokens), ("max_length", max_length)):
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, (int, np.integer)) or value < 0):
+            raise ValueError(f"generate: {name} must be an integer >= 0, got {value!r}")
+    if max_new_tokens is None:
+        return max(max_length - T0, 0) if max_length is not None else 20
+    return int(max_new_tokens)
+
+
+def _check_sampling(do_sample, temperature, top_k, top_p):
+    """-> greedy (bool). NaN is rejected everywhere: a NaN temperature must not pass as 0."""
+    if not _is_real(temperature) or not temperature >= 0 or not math.isfinite(temperature):
+        raise ValueError(f"generate: temperature must be a finite number >= 0 (0: greedy), "
+                         f"got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
+                              or top_k < 1):
+        raise ValueError(f"generate: top_k must be an integer >= 1 or None, got {top_k!r}")
+    if top_p is not None and (not _is_real(top_p) or not 0.0 < top_p <= 1.0):
+        raise ValueError(f"generate: top_p must be a number in (0, 1] or None, got {top_p!r}")
+    return not do_sample or not temperature
+
+
+def _left_padding(attention_mask, shape):
+    """-> None when every position is a token (nothing to do), else each row's first token.
+
+    Hugging Face's decoder-only models pad on the left: a row is zeros, then ones.
+        [[0, 0, 1, 1], [1, 1, 1, 1]] -> [2, 0]
+    """
+    if attention_mask is None:
+        return None
+    if hasattr(attention_mask, "numpy") and not isinstance(attention_mask, np.ndarray):
+        attention_mask = attention_mask.numpy()
+    mask = np.asarray(attention_mask)
+    if mask.ndim == 1:
+        mask = mask[None, :]
+    if mask.shape != shape:
+        raise ValueError(f"generate: attention_mask has shape {mask.shape}, expected {shape} "
+                         "like input_ids")
+    if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+        raise ValueError("generate: attention_mask must hold only 0 (padding) and 1 (token)")
+    mask = mask.astype(bool)
+    if mask.all():
+        return None
+    starts = (~mask).sum(axis=1)
+    if (starts == shape[1]).any():
+        row = int(np.argmax(starts == shape[1]))
+        raise ValueError(f"generate: attention_mask row {row} has no token (all zeros)")
+    left_padded = np.arange(shape[1])[None, :] >= starts[:, None]
+    if (left_padded != mask).any():
+        row = int(np.argmax((left_padded != mask).any(axis=1)))
+        raise ValueError(f"generate: attention_mask row {row} is not left padding (zeros, then "
+                         "ones); pad decoder-only prompts on the left (tokenizer.padding_side = "
+                         "'left')")
+    return starts.tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# choosing the next token
+
+
+def warp_logits(logits, temperature=1.0, top_k=None, top_p=None):
+    """logits (B, V) -> the scores sampling draws from: float64 (B, V), filtered tokens -inf.
+
+    Divide by temperature, keep the top_k largest, then keep the smallest set of tokens whose
+    probabilities add up to top_p (always at least one). softmax of the result is the
+    distribution sample_next draws from; generate(output_scores=True) returns it.
+        [2., 1., 0.] with top_k=2 -> [2., 1., -inf]
+    """
+    z = logits.astype(np.float64) / float(temperature)
+    V = z.shape[-1]
+    if top_k is not None and top_k < V:
+        kth = np.partition(z, V - top_k, axis=-1)[:, V - top_k][:, None]
+        z = np.where(z < kth, -np.inf, z)
+    if top_p is not None and top_p < 1.0:
+        p = _softmax64(z)
+        order = np.argsort(-p, axis=-1, kind="stable")
+        sorted_p = np.take_along_axis(p, order, axis=-1)
+        before = np.cumsum(sorted_p, axis=-1) - sorted_p      # mass of strictly likelier tokens
+        drop_sorted = before >= top_p                          # the first token is never dropped
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        z = np.where(drop, -np.inf, z)
+    return z
+
+
+def _softmax64(z):
+    p = np.exp(z - z.max(axis=-1, keepdims=True))   # subtract the max: exp overflows
+    return p / p.sum(axis=-1, keepdims=True)
 
 
 def sample_next(logits, greedy, temperature=1.0, top_k=None, top_p=None, rng=None):
