@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from . import kernels as K
+from . import kernels, ref
 from .random import generator
 from .tensor import Tensor, is_grad_enabled
 
@@ -206,8 +206,8 @@ def relu(a):
 def gelu(a):
     """GPT-2's GELU, tanh form: 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))."""
     a = _as_tensor(a)
-    out = K.gelu_forward(a.data)
-    return Tensor._from_op(out, (a,), lambda g: a._accum(K.gelu_backward(g, a.data)), "gelu")
+    out = kernels.gelu_forward(a.data)
+    return Tensor._from_op(out, (a,), lambda g: a._accum(kernels.gelu_backward(g, a.data)), "gelu")
 
 
 def where(mask, a, b):
@@ -387,15 +387,16 @@ def matmul(a, b):
         raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} do not line up "
                          "(need (..., M, K) @ (..., K, N))")
     same_batch = a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2]
-    kernel = K if same_batch else K.ref
+    # the C++ kernel wants equal batch axes; broadcasting ones go to the NumPy reference
+    impl = kernels if same_batch else ref
     try:
-        out = kernel.matmul_forward(a.data, b.data)
+        out = impl.matmul_forward(a.data, b.data)
     except ValueError:
         raise ShapeError(f"matmul: batch axes of {a.shape} and {b.shape} cannot be "
                          "broadcast together") from None
 
     def backward(g):
-        da, db = kernel.matmul_backward(g, a.data, b.data)
+        da, db = impl.matmul_backward(g, a.data, b.data)
         if a.requires_grad:
             a._accum(_unbroadcast(da, a.shape), owned=True)
         if b.requires_grad:
@@ -419,7 +420,8 @@ def linear(x, w, b=None):
             raise ShapeError(f"linear: bias has shape {b.shape}, expected ({w.shape[1]},)")
     lead = x.shape[:-1]
     x2 = _rows(x.data)
-    out = K.linear_forward(x2, w.data, None if b is None else b.data).reshape(*lead, w.shape[1])
+    out = kernels.linear_forward(x2, w.data, None if b is None else b.data)
+    out = out.reshape(*lead, w.shape[1])
 
     def backward(g):
         _linear_backward(_rows(g), x, x2, w, b)
@@ -442,7 +444,7 @@ def linear_residual(x, w, b, residual):
     if b is not None:
         b = _as_tensor(b, like=w)
     x2 = _rows(x.data)
-    out = K.linear_residual_forward(x2, w.data, None if b is None else b.data,
+    out = kernels.linear_residual_forward(x2, w.data, None if b is None else b.data,
                                     _rows(residual.data)).reshape(residual.shape)
 
     def backward(g):
@@ -460,10 +462,10 @@ def _linear_backward(g2, x, x2, w, b):
     dw GEMM: only dx = g2 @ w^T is made.
     """
     if w.requires_grad:
-        dx, dw, db = K.linear_backward(g2, x2, w.data, x.requires_grad)
+        dx, dw, db = kernels.linear_backward(g2, x2, w.data, x.requires_grad)
         w._accum(dw, owned=True)
     else:
-        dx = K.matmul_nt(g2, w.data) if x.requires_grad else None
+        dx = kernels.matmul_nt(g2, w.data) if x.requires_grad else None
         db = g2.sum(axis=0) if b is not None and b.requires_grad else None
     if x.requires_grad:
         x._accum(dx.reshape(x.shape))
@@ -483,10 +485,10 @@ def linear_gelu(x, w, b=None):
             raise ShapeError(f"linear_gelu: bias has shape {b.shape}, expected ({w.shape[1]},)")
     lead = x.shape[:-1]
     x2 = _rows(x.data)
-    pre, out = K.linear_gelu_forward(x2, w.data, None if b is None else b.data)
+    pre, out = kernels.linear_gelu_forward(x2, w.data, None if b is None else b.data)
 
     def backward(g):
-        _linear_backward(K.gelu_backward(_rows(g), pre), x, x2, w, b)
+        _linear_backward(kernels.gelu_backward(_rows(g), pre), x, x2, w, b)
 
     parents = (x, w) if b is None else (x, w, b)
     return Tensor._from_op(out.reshape(*lead, w.shape[1]), parents, backward, "linear_gelu")
@@ -505,14 +507,14 @@ def linear_transposed(x, w):
                          "(need x (..., C) and w (OC, C))")
     lead = x.shape[:-1]
     x2 = _rows(x.data)
-    out = K.matmul_nt(x2, w.data).reshape(*lead, w.shape[0])
+    out = kernels.matmul_nt(x2, w.data).reshape(*lead, w.shape[0])
 
     def backward(g):
         g2 = _rows(g)
         if x.requires_grad:
-            x._accum(K.linear_forward(g2, w.data, None).reshape(x.shape))
+            x._accum(kernels.linear_forward(g2, w.data, None).reshape(x.shape))
         if w.requires_grad:
-            w._accum(K.matmul_tn(g2, x2), owned=True)
+            w._accum(kernels.matmul_tn(g2, x2), owned=True)
 
     return Tensor._from_op(out, (x, w), backward, "linear_transposed")
 
@@ -532,16 +534,16 @@ def embedding(weight, ids):
         bad = ids.max() if ids.max() >= V else ids.min()
         raise IndexError(f"embedding: id {int(bad)} is out of range for a table of {V} rows "
                          f"(valid ids are 0..{V - 1})")
-    out = K.embedding_forward(weight.data, ids)
+    out = kernels.embedding_forward(weight.data, ids)
 
     def backward(g):
         into = weight._leaf_grad()
         if into is not None and into.dtype == g.dtype:
             # the tied wte already holds the LM head's gradient: add the rows into it in place
             # instead of building a second (V, C) table and summing the two
-            K.embedding_backward(g, ids, V, into)
+            kernels.embedding_backward(g, ids, V, into)
         else:
-            weight._accum(K.embedding_backward(g, ids, V), owned=True)
+            weight._accum(kernels.embedding_backward(g, ids, V), owned=True)
 
     return Tensor._from_op(out, (weight,), backward, "embedding")
 
@@ -557,10 +559,10 @@ def layernorm(x, w, b=None, eps=1e-5):
         b = _as_tensor(b, like=x)
         if b.shape != w.shape:
             raise ShapeError(f"layernorm: bias has shape {b.shape}, expected {w.shape}")
-    out, mu, rstd = K.layernorm_forward(x.data, w.data, None if b is None else b.data, eps)
+    out, mu, rstd = kernels.layernorm_forward(x.data, w.data, None if b is None else b.data, eps)
 
     def backward(g):
-        dx, dw, db = K.layernorm_backward(g, x.data, w.data, mu, rstd)
+        dx, dw, db = kernels.layernorm_backward(g, x.data, w.data, mu, rstd)
         x._accum(dx)
         w._accum(dw, owned=True)
         if b is not None:
@@ -573,15 +575,15 @@ def layernorm(x, w, b=None, eps=1e-5):
 def softmax(x):
     """Softmax over the last axis. backward: y * (g - sum(g * y))."""
     x = _as_tensor(x)
-    y = K.softmax_forward(x.data)
-    return Tensor._from_op(y, (x,), lambda g: x._accum(K.softmax_backward(g, y)), "softmax")
+    y = kernels.softmax_forward(x.data)
+    return Tensor._from_op(y, (x,), lambda g: x._accum(kernels.softmax_backward(g, y)), "softmax")
 
 
 def log_softmax(x):
     """x - logsumexp(x) over the last axis. backward: g - softmax(x) * sum(g)."""
     x = _as_tensor(x)
-    y = K.log_softmax_forward(x.data)
-    return Tensor._from_op(y, (x,), lambda g: x._accum(K.log_softmax_backward(g, y)),
+    y = kernels.log_softmax_forward(x.data)
+    return Tensor._from_op(y, (x,), lambda g: x._accum(kernels.log_softmax_backward(g, y)),
                            "log_softmax")
 
 
@@ -624,10 +626,10 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", inplace=
     x2 = _rows(logits.data)
 
     if reduction == "none":
-        losses, lse = K.cross_entropy_forward(x2, t, ignore_index)
+        losses, lse = kernels.cross_entropy_forward(x2, t, ignore_index)
 
         def backward_none(g):
-            dl = K.cross_entropy_backward(g.reshape(-1), x2, t, lse, ignore_index)
+            dl = kernels.cross_entropy_backward(g.reshape(-1), x2, t, lse, ignore_index)
             logits._accum(dl.reshape(logits.shape))
 
         return Tensor._from_op(losses.reshape(targets.shape), (logits,), backward_none,
@@ -636,9 +638,9 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", inplace=
     scale = 1.0 if reduction == "mean" else float(max(n_valid, 1))
     need_grad = logits.requires_grad and is_grad_enabled()
     if need_grad:
-        losses, dlogits = K.cross_entropy_forward_backward(x2, t, ignore_index, inplace)
+        losses, dlogits = kernels.cross_entropy_forward_backward(x2, t, ignore_index, inplace)
     else:
-        losses, _ = K.cross_entropy_forward(x2, t, ignore_index)
+        losses, _ = kernels.cross_entropy_forward(x2, t, ignore_index)
     total = float(losses.sum(dtype=np.float64))
     value = total / n_valid if reduction == "mean" and n_valid else total
     out = np.array(value, dtype=logits.dtype)
@@ -671,10 +673,10 @@ def attention(qkv, n_head, dropout_p=0.0, training=False):
                          f", got {qkv.shape}")
     if dropout_p and training:
         return attention_composed(qkv, n_head, dropout_p, training)
-    out, lse = K.attention_forward(qkv.data, n_head)
+    out, lse = kernels.attention_forward(qkv.data, n_head)
 
     def backward(g):
-        qkv._accum(K.attention_backward(g, qkv.data, out, lse, n_head))
+        qkv._accum(kernels.attention_backward(g, qkv.data, out, lse, n_head))
 
     return Tensor._from_op(out, (qkv,), backward, "attention")
 
@@ -758,28 +760,57 @@ def lora_linear(x, w, b, lora_a, lora_b, scale, dropout_p=0.0, training=False):
         mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - dropout_p))
     xd = x2 if mask is None else x2 * mask                                 # (N, C)
     # every product goes through the kernels (one thread pool, no BLAS threads beside it)
-    hs = K.linear_forward(xd, lora_a.data, None) * s                       # (N, R)
-    out = K.linear_forward(x2, w.data, None if b is None else b.data)      # (N, OC)
-    out += K.linear_forward(hs, lora_b.data, None)
+    hs = kernels.linear_forward(xd, lora_a.data, None) * s                       # (N, R)
+    out = kernels.linear_forward(x2, w.data, None if b is None else b.data)      # (N, OC)
+    out += kernels.linear_forward(hs, lora_b.data, None)
 
     def backward(g):
         g2 = _rows(g)                                                      # (N, OC)
         if lora_b.requires_grad:
-            lora_b._accum(K.matmul_tn(hs, g2), owned=True)                 # dB = (s h)^T g
-        dh = K.matmul_nt(g2, lora_b.data) * s                              # (N, R)
+            lora_b._accum(kernels.matmul_tn(hs, g2), owned=True)                 # dB = (s h)^T g
+        dh = kernels.matmul_nt(g2, lora_b.data) * s                              # (N, R)
         if lora_a.requires_grad:
-            lora_a._accum(K.matmul_tn(xd, dh), owned=True)                 # dA = xd^T dh
+            lora_a._accum(kernels.matmul_tn(xd, dh), owned=True)                 # dA = xd^T dh
         if x.requires_grad:
-            dxa = K.matmul_nt(dh, lora_a.data)                             # (N, C)
+            dxa = kernels.matmul_nt(dh, lora_a.data)                             # (N, C)
             if mask is not None:
                 dxa *= mask
-            dx = K.matmul_nt(g2, w.data)                                   # g @ w^T
+            dx = kernels.matmul_nt(g2, w.data)                                   # g @ w^T
             dx += dxa
             x._accum(dx.reshape(x.shape))
         if w.requires_grad:
-            w._accum(K.matmul_tn(x2, g2), owned=True)                                  # dw = x^T g
+            w._accum(kernels.matmul_tn(x2, g2), owned=True)                    # dw = x^T g
         if b is not None and b.requires_grad:
             b._accum(g2.sum(axis=0), owned=True)
 
     parents = (x, w, lora_a, lora_b) + (() if b is None else (b,))
     return Tensor._from_op(out.reshape(*lead, OC), parents, backward, "lora_linear")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensor's operators: ``a + b``, ``a @ b``, ``a[i]``, ``a.sum()`` are the ops above. tensor.py
+# knows only the graph; the operators are attached here, so neither module imports the other
+# in a circle.
+
+
+def _reflected(op):
+    """``2 - a`` calls a.__rsub__(2), which is sub(2, a)."""
+    return lambda self, other: op(other, self)
+
+
+Tensor.__add__, Tensor.__radd__ = add, _reflected(add)
+Tensor.__sub__, Tensor.__rsub__ = sub, _reflected(sub)
+Tensor.__mul__, Tensor.__rmul__ = mul, _reflected(mul)
+Tensor.__truediv__, Tensor.__rtruediv__ = div, _reflected(div)
+Tensor.__neg__ = neg
+Tensor.__pow__ = power
+Tensor.__matmul__ = matmul
+Tensor.__getitem__ = getitem
+Tensor.sum = sum
+Tensor.mean = mean
+Tensor.reshape = lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape)
+Tensor.transpose = lambda self, *axes: transpose(self, axes if axes else None)
+Tensor.T = property(lambda self: transpose(self, None))
+Tensor.exp = exp
+Tensor.log = log
+Tensor.tanh = tanh

@@ -279,73 +279,8 @@ class Tensor:
         body = np.array2string(self.data, precision=4, threshold=20, edgeitems=2)
         return f"Tensor({body}, shape={self.data.shape}, dtype={self.data.dtype}{grad}{op})"
 
-    # -- operators (the math lives in ops.py) --------------------------------------------------
-
-    def __add__(self, other):
-        return _ops().add(self, other)
-
-    def __radd__(self, other):
-        return _ops().add(other, self)
-
-    def __sub__(self, other):
-        return _ops().sub(self, other)
-
-    def __rsub__(self, other):
-        return _ops().sub(other, self)
-
-    def __mul__(self, other):
-        return _ops().mul(self, other)
-
-    def __rmul__(self, other):
-        return _ops().mul(other, self)
-
-    def __truediv__(self, other):
-        return _ops().div(self, other)
-
-    def __rtruediv__(self, other):
-        return _ops().div(other, self)
-
-    def __neg__(self):
-        return _ops().neg(self)
-
-    def __pow__(self, exponent):
-        return _ops().power(self, exponent)
-
-    def __matmul__(self, other):
-        return _ops().matmul(self, other)
-
-    def __getitem__(self, index):
-        return _ops().getitem(self, index)
-
-    def sum(self, axis=None, keepdims=False):
-        return _ops().sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return _ops().mean(self, axis, keepdims)
-
-    def reshape(self, *shape):
-        return _ops().reshape(self, shape[0] if len(shape) == 1 else shape)
-
-    def transpose(self, *axes):
-        return _ops().transpose(self, axes if axes else None)
-
-    @property
-    def T(self):
-        return _ops().transpose(self, None)
-
-    def exp(self):
-        return _ops().exp(self)
-
-    def log(self):
-        return _ops().log(self)
-
-    def tanh(self):
-        return _ops().tanh(self)
-
-
-def _ops():
-    from . import ops  # ops imports this module, so import it lazily
-    return ops
+    # The operators (a + b, a @ b, a[i], a.sum(), ...) are the ops in ops.py, which attaches
+    # them to this class when it is imported (importing tinyroots does that).
 
 
 def tensor(data, requires_grad=False, dtype=None):
