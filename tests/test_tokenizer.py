@@ -397,7 +397,7 @@ def test_tensors_and_batches(tok):
     with pytest.raises(TypeError, match="must be integers"):
         tok.decode(np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="return_tensors"):
-        tok.encode(text, return_tensors="pt")
+        tok.encode(text, return_tensors="tf")
     with pytest.raises(TypeError):
         tok.encode(["a list"])
     texts = [SHAKESPEARE[i:i + 5000] for i in range(0, 400_000, 5000)] + TRICKY

@@ -11,7 +11,7 @@ import numpy as np
 
 from .bpe import _iter_chunks, _special_regex, _split_specials
 from .formats import HF_TOKENIZER_NAME, TokenizerFileError, read_tokenizer_json, write_files
-from .tokenizer import ENDOFTEXT, _as_id_list, _bad_ids_error, _check_tensors
+from .tokenizer import ENDOFTEXT, _as_id_list, _bad_ids_error, _check_tensors, as_tensors
 
 
 class CharTokenizer:
@@ -121,16 +121,18 @@ class CharTokenizer:
                                  f"of {len(self._chars)} characters") from None
         if return_tensors is not None:
             _check_tensors(return_tensors)
-            return np.asarray(ids, dtype=np.int64).reshape(1, -1)
+            return as_tensors(np.asarray(ids, dtype=np.int64).reshape(1, -1), return_tensors)
         return ids
 
     def encode_batch(self, texts, allowed_special="all", num_threads=None):
         return [self.encode(t, allowed_special) for t in texts]
 
     def __call__(self, text, allowed_special="all", return_tensors=None):
-        ids = self.encode(text, allowed_special, return_tensors)
-        mask = np.ones_like(ids) if return_tensors else [1] * len(ids)
-        return {"input_ids": ids, "attention_mask": mask}
+        ids = self.encode(text, allowed_special, return_tensors and "np")
+        if not return_tensors:
+            return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+        return {"input_ids": as_tensors(ids, return_tensors),
+                "attention_mask": as_tensors(np.ones_like(ids), return_tensors)}
 
     def decode(self, ids, skip_special_tokens=False):
         ids = _as_id_list(ids)

@@ -277,7 +277,8 @@ class Tokenizer:
         allowed_special: "all" (default: every special token in the text becomes its id), "none"
             (special tokens are encoded as ordinary text), or the ones to recognise (a set, or
             one token as a str).
-        return_tensors: None for a list of ints, "np" for an int64 array of shape (1, T).
+        return_tensors: None for a list of ints, "np" for an int64 array of shape (1, T), "pt"
+            for a torch tensor of that shape (Hugging Face's snippets; needs torch installed).
         """
         if not isinstance(text, str):
             raise TypeError(f"encode() takes a str, got {type(text).__name__}"
@@ -288,12 +289,13 @@ class Tokenizer:
             if return_tensors is not None:
                 _check_tensors(return_tensors)
                 raw = self._encoder.encode_int32(text, compiled_flag)
-                return np.frombuffer(raw, dtype=np.int32).astype(np.int64)[None, :]
+                return as_tensors(np.frombuffer(raw, dtype=np.int32).astype(np.int64)[None, :],
+                                  return_tensors)
             return self._encoder.encode(text, compiled_flag)
         ids = self._encode_segments(text, regex)
         if return_tensors is not None:
             _check_tensors(return_tensors)
-            return np.asarray(ids, dtype=np.int64).reshape(1, -1)
+            return as_tensors(np.asarray(ids, dtype=np.int64).reshape(1, -1), return_tensors)
         return ids
 
     def _encode_segments(self, text, special_regex):
@@ -363,9 +365,12 @@ class Tokenizer:
     def __call__(self, text, allowed_special="all", return_tensors=None):
         """Like Hugging Face: {"input_ids": ..., "attention_mask": ...} for a str or a list."""
         if isinstance(text, str):
-            ids = self.encode(text, allowed_special, return_tensors)
-            mask = np.ones_like(ids) if return_tensors else [1] * len(ids)
-            return {"input_ids": ids, "attention_mask": mask}
+            ids = self.encode(text, allowed_special, return_tensors and "np")
+            if not return_tensors:
+                return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+            _check_tensors(return_tensors)
+            return {"input_ids": as_tensors(ids, return_tensors),
+                    "attention_mask": as_tensors(np.ones_like(ids), return_tensors)}
         ids = self.encode_batch(list(text), allowed_special)
         if return_tensors:
             _check_tensors(return_tensors)
@@ -373,7 +378,8 @@ class Tokenizer:
                 raise ValueError("the texts have different lengths in tokens; pad them yourself "
                                  "or call without return_tensors")
             arr = np.asarray(ids, dtype=np.int64).reshape(len(ids), -1)
-            return {"input_ids": arr, "attention_mask": np.ones_like(arr)}
+            return {"input_ids": as_tensors(arr, return_tensors),
+                    "attention_mask": as_tensors(np.ones_like(arr), return_tensors)}
         return {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids]}
 
     # -- decoding ---------------------------------------------------------------------------
@@ -576,9 +582,25 @@ def _no_surrogates(text):
 
 
 def _check_tensors(return_tensors):
-    if return_tensors != "np":
-        raise ValueError(f"return_tensors must be None or 'np' (tinyroots returns NumPy "
-                         f"arrays), got {return_tensors!r}")
+    if return_tensors not in ("np", "pt"):
+        raise ValueError(f"return_tensors must be None, 'np' (a NumPy array) or 'pt' (a torch "
+                         f"tensor), got {return_tensors!r}")
+
+
+def as_tensors(ids, return_tensors):
+    """An int64 array -> itself ("np"), or the same values as a torch tensor ("pt").
+
+    torch is never needed by tinyroots itself; "pt" exists so that Hugging Face's snippets
+    (``tokenizer.encode(text, return_tensors="pt")``) run with only the import line changed.
+    """
+    if return_tensors != "pt":
+        return ids
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("return_tensors='pt' needs PyTorch, which is not installed; use "
+                          "return_tensors='np' (tinyroots models take NumPy arrays)") from None
+    return torch.from_numpy(np.ascontiguousarray(ids))
 
 
 def _as_id_list(ids):
