@@ -182,11 +182,14 @@ class Tensor:
                                  f"{self.data.shape}")
 
         order = self._topological_order()
+        uses = _leaf_uses(order) if _grad_final_hook is not None else None
         self._accum(grad)
         for node in reversed(order):
             g = node.grad
             if g is not None:
                 node._backward(g)
+            if uses is not None:
+                _announce_final(node._parents, uses)
             # free the graph as we go: activations and intermediate grads are no longer needed
             node._backward = None
             node._parents = ()
@@ -286,3 +289,52 @@ class Tensor:
 def tensor(data, requires_grad=False, dtype=None):
     """Shorthand for Tensor(data, requires_grad, dtype)."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# "this leaf's gradient is final": data-parallel training (distributed.py) starts sending a
+# gradient to the other processes while the backward pass goes on
+
+_grad_final_hook = None
+
+
+class on_grad_final:
+    """Context manager: during backward(), call fn(leaf) once a leaf's gradient is final.
+
+    A leaf's gradient is final when every op that used it has run its backward: backward()
+    counts the uses first and counts them down as it walks the graph.
+
+        with on_grad_final(lambda p: print(p.shape)):
+            loss.backward()          # prints each parameter's shape, last layer first
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __enter__(self):
+        global _grad_final_hook
+        self._prev, _grad_final_hook = _grad_final_hook, self.fn
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_final_hook
+        _grad_final_hook = self._prev
+        return False
+
+
+def _leaf_uses(order):
+    uses = {}
+    for node in order:
+        for p in node._parents:
+            if p._backward is None and p.requires_grad:
+                uses[id(p)] = uses.get(id(p), 0) + 1
+    return uses
+
+
+def _announce_final(parents, uses):
+    for p in parents:
+        left = uses.get(id(p))
+        if left is not None:
+            uses[id(p)] = left - 1
+            if left == 1:
+                _grad_final_hook(p)
