@@ -13,9 +13,17 @@ SYNTHETIC DATA: every line is generated from the templates below for the imagina
 * chat dialogues, {"messages": [...]}: the same kind of message answered by the assistant,
   sometimes after a system prompt, sometimes with a follow-up turn.
 
-Validation examples come from the same templates with a different random stream, and any
-text that also occurs in the training set is dropped from validation, so a model is scored
-on messages it has not seen (the phrasings are shared, the filled-in details are not).
+Two held-out sets score a model on messages it has not seen:
+
+* ``*_val.jsonl``: the training frames with a different random stream (the sentence shapes
+  are shared, the filled-in details are not); any text that occurs in training is dropped;
+* ``*_paraphrase.jsonl``: frames kept back from training (other sentence shapes and words
+  for the same intents) filled with items, cities and streets training never names. A model
+  that memorised the templates scores high on val and low here.
+
+Messages vary in surface too: greetings, asides, contractions, dropped punctuation, lower
+case, and up to two typos. Dialogues carry their "intent", so a reply can be checked for
+answering the right question.
 """
 
 import json
@@ -33,82 +41,143 @@ CITIES = ["Lyon", "Denver", "Leeds", "Porto", "Austin", "Dublin", "Oslo", "Bosto
           "Glasgow", "Seattle", "Nantes", "Toronto"]
 STREETS = ["Oak Street", "Mill Road", "Pine Avenue", "Harbor Lane", "King Street",
            "Elm Court", "River Road", "Station Square"]
+# details the training set never names: the paraphrase set uses only these
+NEW_ITEMS = ["hiking pole", "picnic blanket", "flannel shirt", "thermos", "bike helmet",
+             "pair of gloves", "denim skirt", "lantern"]
+NEW_CITIES = ["Kyoto", "Tampere", "Cork", "Bergen", "Halifax", "Graz"]
+NEW_STREETS = ["Birch Walk", "Quarry Lane", "Canal Row"]
 
-# intent -> message templates; {order} {item} {days} {city} {street} are filled in
-INTENTS = {
-    "track_order": [
-        "Where is my order {order}?",
-        "My {item} has not arrived yet, can you check where it is?",
-        "Can you tell me the status of order {order}?",
+# How a customer names the thing they ask about; {obj} in a frame is one of these.
+OBJECTS = ["my order {order}", "order {order}", "my {item}", "the {item} I ordered",
+           "my parcel", "my package", "my delivery", "my shipment", "my order"]
+
+# intent -> (frames the training set is made of, frames kept back for the paraphrase set).
+# A frame is one way of saying the intent; {obj} {order} {item} {days} {city} {street} are
+# filled in. The kept-back frames say the same thing with other sentence shapes and words
+# (mostly words the training frames use elsewhere), so only a model that learned what the
+# messages mean, not which templates they came from, classifies them right.
+FRAMES = {
+    "track_order": ([
+        "Where is {obj}?",
+        "{Obj} has not arrived yet, can you check where it is?",
+        "Can you tell me the status of {obj}?",
         "I ordered a {item} {days} days ago and it still hasn't shown up.",
-        "How can I track my package?",
-        "The tracking page for {order} has not updated in {days} days.",
-        "When will my {item} be delivered?",
-        "Is order {order} on its way?",
-        "I am still waiting for my parcel, where is it?",
-        "Could you find out where my {item} is right now?",
-    ],
-    "cancel_order": [
-        "Please cancel my order {order}.",
+        "How can I track {obj}?",
+        "The tracking page for {obj} has not updated in {days} days.",
+        "When will {obj} be delivered?",
+        "Is {obj} on its way?",
+        "I am still waiting for {obj}, where is it?",
+        "Could you find out where {obj} is right now?",
+        "{Obj} never came.",
+        "{Obj} is late.",
+        "Any news on {obj}?",
+        "{Obj} still isn't here after {days} days.",
+    ], [
+        "It's been {days} days and {obj} is nowhere to be seen.",
+        "Has {obj} shipped yet? I can't see it anywhere.",
+        "I'm wondering when {obj} will finally get here.",
+        "No sign of {obj} so far, what is going on?",
+        "{Obj} seems to be lost in the mail.",
+    ]),
+    "cancel_order": ([
+        "Please cancel {obj}.",
         "I want to cancel the {item} I ordered.",
-        "Can I still cancel order {order}?",
+        "Can I still cancel {obj}?",
         "I ordered a {item} by mistake, please stop the order.",
         "How do I cancel an order I placed {days} days ago?",
-        "Cancel order {order} before it ships, please.",
+        "Cancel {obj} before it ships, please.",
         "I changed my mind about the {item}, can you cancel it?",
-        "Is it too late to cancel {order}?",
+        "Is it too late to cancel {obj}?",
         "I need to cancel my purchase of a {item}.",
-        "Please don't ship {order}, I want to cancel it.",
-    ],
-    "return_item": [
+        "Please don't ship {obj}, I want to cancel it.",
+        "I no longer want {obj}.",
+        "Stop {obj}, I don't need it anymore.",
+    ], [
+        "I would like to call off {obj}.",
+        "Forget about {obj}, I don't want it any more.",
+        "Scrap {obj} please, I found it cheaper elsewhere.",
+        "Can you make sure {obj} is never sent? I want out of it.",
+        "I regret buying the {item}, undo the purchase.",
+    ]),
+    "return_item": ([
         "I want to return the {item} I bought.",
         "How do I send back my {item}?",
         "The {item} is the wrong size, can I return it?",
-        "Can I return order {order}?",
+        "Can I return {obj}?",
         "My {item} arrived damaged and I would like to send it back.",
         "What is your return policy for a {item}?",
-        "I need a return label for order {order}.",
+        "I need a return label for {obj}.",
         "The {item} does not fit, how do I return it?",
         "Can I bring the {item} back if I don't like it?",
-        "I'd like to return something from order {order}.",
-    ],
-    "refund_status": [
-        "When will I get my refund for {order}?",
+        "I'd like to return something from {obj}.",
+        "The {item} is broken, I want to send it back.",
+        "Where do I ship a {item} I want to return?",
+    ], [
+        "This {item} is not what I expected, can it go back to you?",
+        "The {item} came with a scratch, I don't want to keep it.",
+        "Do you take back a {item} that was worn once?",
+        "How can I get the {item} back to your warehouse?",
+        "I'd like to exchange the {item}, it is too small.",
+    ]),
+    "refund_status": ([
+        "When will I get my refund for {obj}?",
         "I returned the {item} {days} days ago and still have no refund.",
         "Has my refund been processed?",
         "Where is my money for the returned {item}?",
-        "Can you check the refund for order {order}?",
-        "My refund for {order} has not reached my account yet.",
+        "Can you check the refund for {obj}?",
+        "My refund for {obj} has not reached my account yet.",
         "How long does a refund take?",
         "I sent the {item} back, when do I get my money?",
         "The refund for my {item} is missing.",
-        "Is my refund for {order} on its way?",
-    ],
-    "change_address": [
-        "I need to change the delivery address for {order}.",
+        "Is my refund for {obj} on its way?",
+        "I still have not been paid back for the {item}.",
+        "You received my return {days} days ago, where is the refund?",
+    ], [
+        "The money for the {item} I sent back hasn't shown up on my card.",
+        "When do I get reimbursed for the returned {item}?",
+        "It's been {days} days since you got my return and I have not been refunded.",
+        "My bank shows no refund for {obj} yet.",
+        "How many days until the returned {item} is credited back?",
+    ]),
+    "change_address": ([
+        "I need to change the delivery address for {obj}.",
         "Can you send my {item} to {street} in {city} instead?",
         "I moved to {city}, please update my shipping address.",
-        "Please ship order {order} to a different address.",
-        "How do I update my address before {order} ships?",
-        "My address is wrong on order {order}, it should be {street}.",
+        "Please ship {obj} to a different address.",
+        "How do I update my address before {obj} ships?",
+        "My address is wrong on {obj}, it should be {street}.",
         "Can I change where my {item} is delivered?",
-        "Please deliver {order} to my office on {street}.",
+        "Please deliver {obj} to my office on {street}.",
         "I typed the wrong street for my {item}, can you fix it?",
         "Update the address on my account to {street}, {city}.",
-    ],
-    "shipping_options": [
+        "The delivery address for {obj} is old, I live in {city} now.",
+    ], [
+        "I've relocated to {city}; {obj} should go to {street} from now on.",
+        "Could {obj} be redirected to {street}?",
+        "Wrong house number on {obj}, the right one is {street}.",
+        "Send {obj} to my new place on {street} in {city}, please.",
+        "My shipping details are out of date, I'm on {street} now.",
+    ]),
+    "shipping_options": ([
         "How much does shipping to {city} cost?",
         "Do you offer express delivery?",
         "How long does shipping take to {city}?",
-        "Can I get my {item} by tomorrow?",
+        "Can I get a {item} by tomorrow?",
         "Do you ship to {city}?",
         "Is shipping free for orders over fifty dollars?",
         "What delivery options do you have for a {item}?",
         "How many days does standard shipping take?",
-        "Can I pay extra for faster delivery of my {item}?",
+        "Can I pay extra for faster delivery of a {item}?",
         "Which carriers do you use for delivery to {city}?",
-    ],
-    "reset_password": [
+        "What does next day delivery cost?",
+    ], [
+        "If I order a {item} today, how soon could it reach {city}?",
+        "Is there a cheaper, slower way to get a {item} delivered?",
+        "Do you deliver abroad, for example to {city}?",
+        "What are the delivery fees for a small order?",
+        "Can I choose overnight shipping at checkout?",
+    ]),
+    "reset_password": ([
         "I forgot my password.",
         "I can't log in to my account.",
         "How do I reset my password?",
@@ -119,20 +188,37 @@ INTENTS = {
         "Can you help me get back into my account?",
         "The reset link for my password has expired.",
         "I can't sign in, it keeps rejecting my password.",
-    ],
-    "update_payment": [
+        "How do I change my password?",
+        "I don't remember my login details.",
+    ], [
+        "I'm locked out of my account, what should I do?",
+        "My login doesn't work any more since yesterday.",
+        "How can I set a new password? The old one stopped working.",
+        "Sign in fails every time I type my password.",
+        "I never got the email to reset my password, can you resend it?",
+    ]),
+    "update_payment": ([
         "How do I change the card on my account?",
-        "My payment for {order} was declined.",
+        "My payment for {obj} was declined.",
         "I want to pay for my {item} with a different card.",
         "Can I update my billing details?",
         "My credit card expired, how do I add a new one?",
-        "Why was my card charged twice for {order}?",
+        "Why was my card charged twice for {obj}?",
         "Please remove my old card from my account.",
-        "Can I pay for {order} with a gift card?",
+        "Can I pay for {obj} with a gift card?",
         "The payment for my {item} did not go through.",
-        "I need to update my payment method before {order} is charged.",
-    ],
+        "I need to update my payment method before {obj} is charged.",
+        "How do I add a new credit card?",
+    ], [
+        "My bank card was replaced, where do I enter the new number?",
+        "The checkout keeps refusing my card for the {item}.",
+        "I'd like to pay with another card from now on.",
+        "Can I switch the card that {obj} gets charged to?",
+        "I see a double charge on my statement for {obj}.",
+    ]),
 }
+INTENTS = {intent: train for intent, (train, _) in FRAMES.items()}
+PARAPHRASES = {intent: held for intent, (_, held) in FRAMES.items()}
 
 # a remark about a *different* topic, negated or already settled: a distractor
 ASIDES = {
@@ -193,27 +279,64 @@ SYSTEM_PROMPTS = [
 ]
 
 
-def new_slots(rng):
-    return {"order": f"#{rng.randint(10000, 99999)}", "item": rng.choice(ITEMS),
-            "days": rng.randint(2, 14), "city": rng.choice(CITIES),
-            "street": f"{rng.randint(1, 200)} {rng.choice(STREETS)}", "eta": rng.randint(2, 5)}
+def new_slots(rng, unseen=False):
+    """Random details for one message; unseen=True draws items, cities and streets that the
+    training set never names."""
+    items, cities, streets = ((NEW_ITEMS, NEW_CITIES, NEW_STREETS) if unseen
+                              else (ITEMS, CITIES, STREETS))
+    slots = {"order": f"#{rng.randint(10000, 99999)}", "item": rng.choice(items),
+             "days": rng.randint(2, 14), "city": rng.choice(cities),
+             "street": f"{rng.randint(1, 200)} {rng.choice(streets)}", "eta": rng.randint(2, 5)}
+    obj = rng.choice(OBJECTS).format(**slots)
+    slots.update(obj=obj, Obj=obj[0].upper() + obj[1:])
+    return slots
 
 
 def typo(text, rng):
-    """Swap two neighbouring letters of one random word (customers type fast)."""
+    """One slip of a fast typist in a random word: two neighbouring letters swapped, a letter
+    dropped or a letter doubled."""
     words = text.split(" ")
     i = rng.randrange(len(words))
     w = words[i]
     if len(w) > 3 and w.isalpha():
         j = rng.randrange(len(w) - 1)
-        words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+        kind = rng.randrange(3)
+        if kind == 0:
+            w = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+        elif kind == 1:
+            w = w[:j] + w[j + 1:]
+        else:
+            w = w[:j] + w[j] + w[j:]
+        words[i] = w
     return " ".join(words)
 
 
-def message(intent, rng, slots, aside_prob=0.35):
+CONTRACTIONS = [("does not", "doesn't"), ("has not", "hasn't"), ("do not", "don't"),
+                ("is not", "isn't"), ("I am", "I'm"), ("can not", "can't"), ("I would", "I'd")]
+
+
+def vary(text, rng):
+    """Surface variety that keeps the meaning: contractions either way, a dropped final
+    question mark or full stop, lower case, typos."""
+    for full, short in CONTRACTIONS:
+        if rng.random() < 0.5:
+            text = text.replace(full, short)
+        else:
+            text = text.replace(short, full)
+    if rng.random() < 0.15:
+        text = text.rstrip(".?!")
+    for _ in range(2):
+        if rng.random() < 0.2:
+            text = typo(text, rng)
+    if rng.random() < 0.2:
+        text = text.lower()
+    return text
+
+
+def message(intent, rng, slots, aside_prob=0.35, frames=INTENTS):
     """-> (one customer message for intent, whether it gives the order number). The message
-    may get a greeting, an aside about another topic, a typo, or be all lower case."""
-    template = rng.choice(INTENTS[intent])
+    may get a greeting, an aside about another topic, contractions, typos, or be lower case."""
+    template = rng.choice(frames[intent])
     text = template.format(**slots)
     if rng.random() < aside_prob:
         other = rng.choice([k for k in INTENTS if k != intent])
@@ -225,20 +348,16 @@ def message(intent, rng, slots, aside_prob=0.35):
     opener = rng.choice(OPENERS)
     if opener.endswith(", ") and not text.startswith(("I ", "I'")):
         text = text[0].lower() + text[1:]
-    text = opener + text + rng.choice(CLOSERS)
-    if rng.random() < 0.15:
-        text = typo(text, rng)
-    if rng.random() < 0.2:
-        text = text.lower()
-    return text.strip(), "{order}" in template
+    text = vary(opener + text + rng.choice(CLOSERS), rng)
+    return text.strip(), "{order}" in template or slots["order"] in text
 
 
-def intents(n, rng, exclude=()):
+def intents(n, rng, exclude=(), frames=INTENTS, unseen=False):
     rows, seen = [], set(exclude)
     names = sorted(INTENTS)
     while len(rows) < n:
         intent = names[len(rows) % len(names)]          # balanced classes
-        text, _ = message(intent, rng, new_slots(rng))
+        text, _ = message(intent, rng, new_slots(rng, unseen), frames=frames)
         if text in seen:
             continue
         seen.add(text)
@@ -247,13 +366,13 @@ def intents(n, rng, exclude=()):
     return rows
 
 
-def dialogues(n, rng, exclude=()):
+def dialogues(n, rng, exclude=(), frames=INTENTS, unseen=False):
     rows, seen = [], set(exclude)
     names = sorted(INTENTS)
     while len(rows) < n:
         intent = names[len(rows) % len(names)]
-        slots = new_slots(rng)
-        user, gave_order = message(intent, rng, slots, aside_prob=0.15)
+        slots = new_slots(rng, unseen)
+        user, gave_order = message(intent, rng, slots, aside_prob=0.15, frames=frames)
         if user in seen:
             continue
         seen.add(user)
@@ -266,7 +385,7 @@ def dialogues(n, rng, exclude=()):
         if rng.random() < 0.3:
             q, a = rng.choice(FOLLOW_UPS)
             msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        rows.append({"messages": msgs})
+        rows.append({"messages": msgs, "intent": intent})
     rng.shuffle(rows)
     return rows
 
@@ -278,18 +397,27 @@ def write_jsonl(path, rows):
     print(f"wrote {len(rows):>5} lines to {os.path.relpath(path)}")
 
 
+def first_user_turn(dialogue):
+    return next(m["content"] for m in dialogue["messages"] if m["role"] == "user")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     train = intents(2400, random.Random(1))
-    val = intents(480, random.Random(2), exclude={r["text"] for r in train})
+    seen = {r["text"] for r in train}
+    val = intents(480, random.Random(2), exclude=seen)
+    paraphrase = intents(480, random.Random(5), exclude=seen, frames=PARAPHRASES, unseen=True)
     write_jsonl(os.path.join(OUT, "intent_train.jsonl"), train)
     write_jsonl(os.path.join(OUT, "intent_val.jsonl"), val)
-    chat_train = dialogues(400, random.Random(3))
-    first_user = {next(m["content"] for m in d["messages"] if m["role"] == "user")
-                  for d in chat_train}
+    write_jsonl(os.path.join(OUT, "intent_paraphrase.jsonl"), paraphrase)
+    chat_train = dialogues(800, random.Random(3))
+    first_user = {first_user_turn(d) for d in chat_train}
     chat_val = dialogues(64, random.Random(4), exclude=first_user)
+    chat_paraphrase = dialogues(64, random.Random(6), exclude=first_user, frames=PARAPHRASES,
+                                unseen=True)
     write_jsonl(os.path.join(OUT, "chat_train.jsonl"), chat_train)
     write_jsonl(os.path.join(OUT, "chat_val.jsonl"), chat_val)
+    write_jsonl(os.path.join(OUT, "chat_paraphrase.jsonl"), chat_paraphrase)
 
 
 if __name__ == "__main__":
