@@ -18,13 +18,13 @@ import argparse
 import ast
 import dataclasses
 import inspect
-import json
+import math
 import os
 import re
 import sys
 import typing
 
-from .fileio import write_json
+from .fileio import parse_json, write_json
 
 try:
     import tomllib
@@ -84,18 +84,15 @@ def coerce(cls, key, value):
                 return False
             raise ValueError
         if tp is int:
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, str):
-                return int(float(value)) if re.fullmatch(r"[+-]?\d+(\.0*)?(e\+?\d+)?", value,
-                                                         re.I) else int(value)
-            return int(value)
+            return _to_int(value)
         if tp is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"{cls.__name__}: '{key}' must be a finite number, got "
+                                  f"{value!r}")
+            return number
         if tp is str:
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ValueError
@@ -113,6 +110,23 @@ def coerce(cls, key, value):
                           f"{' or none' if optional else ''}, got {value!r}") from None
 
 
+def _to_int(value):
+    """1, 1.0, "1", "1e3" -> int; 2.5, "2.5", True, "x" -> ValueError (never rounded)."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError
+        return int(value)
+    if isinstance(value, str):
+        if re.fullmatch(r"\s*[+-]?\d+(\.0*)?(e\+?\d+)?\s*", value, re.I):
+            return int(float(value)) if len(value) < 20 else int(value)
+        return int(value)
+    if isinstance(value, int):
+        return value
+    raise ValueError
+
+
 def unknown_key_message(cls, key):
     names = [f.name for f in dataclasses.fields(cls)]
     close = [n for n in names if n.startswith(key[:4]) or key in n]
@@ -127,10 +141,7 @@ def load_config_file(path):
     with open(path, "rb") as f:
         raw = f.read()
     if path.endswith(".json"):
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        data = parse_json(raw, path, error=ConfigError)
     else:
         if tomllib is None:
             raise ConfigError(f"{path}: reading TOML needs Python 3.11+ or the 'tomli' package")
@@ -173,14 +184,24 @@ def build_parser(cls, prog, description, presets=None):
         parser.add_argument("--preset", choices=sorted(presets),
                             help="start from a named recipe: " + "; ".join(
                                 f"{k}: {v.get('_doc', '')}" for k, v in sorted(presets.items())))
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback, not just its one line")
     defaults = cls()
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         names = [flag] if "_" not in f.name else [flag, "--" + f.name]
         default = getattr(defaults, f.name)
+        text = f"{helps.get(f.name, '')} (default: {default!r})"
+        if _metavar(cls, f.name) == "BOOL":
+            # a bare switch (--resume) means true; --resume false and --no-resume say false
+            parser.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, nargs="?",
+                                const="true", metavar="BOOL", help=text)
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name,
+                                action="store_const", const="false", default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS)
+            continue
         parser.add_argument(*names, dest=f.name, default=argparse.SUPPRESS,
-                            metavar=_metavar(cls, f.name),
-                            help=f"{helps.get(f.name, '')} (default: {default!r})")
+                            metavar=_metavar(cls, f.name), help=text)
     return parser
 
 
@@ -189,24 +210,30 @@ def _metavar(cls, name):
     return {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR"}.get(tp, "VALUE")
 
 
-def parse_config(cls, argv=None, presets=None, prog=None, description=None):
+def parse_config(cls, argv=None, presets=None, prog=None, description=None, explicit=None):
     """Build a ``cls`` instance from defaults, preset, config file and command-line flags.
 
-    Returns (cfg, sources) where sources says where non-default values came from.
+    explicit: a set, if given, receives the names of the fields the preset, the config file
+    or a flag set (resume uses it: only those change a saved run's configuration).
     Exits with a clear message (argparse style) on any error.
     """
     parser = build_parser(cls, prog, description or cls.__doc__, presets)
     args = parser.parse_args(argv)
+    explicit = set() if explicit is None else explicit
     try:
         cfg = cls()
         preset = getattr(args, "preset", None)
         if preset:
-            cfg = apply_overrides(cls, cfg, {k: v for k, v in presets[preset].items()
-                                             if not k.startswith("_")}, f"preset {preset}")
+            values = {k: v for k, v in presets[preset].items() if not k.startswith("_")}
+            cfg = apply_overrides(cls, cfg, values, f"preset {preset}")
+            explicit.update(values)
         if args.config:
-            cfg = apply_overrides(cls, cfg, load_config_file(args.config), args.config)
-        flags = {k: v for k, v in vars(args).items() if k not in ("config", "preset")}
+            values = load_config_file(args.config)
+            cfg = apply_overrides(cls, cfg, values, args.config)
+            explicit.update(k.replace("-", "_") for k in values)
+        flags = {k: v for k, v in vars(args).items() if k not in ("config", "preset", "debug")}
         cfg = apply_overrides(cls, cfg, flags, "command line")
+        explicit.update(flags)
         validate = getattr(cfg, "validate", None)
         if validate:
             validate()
@@ -225,6 +252,30 @@ def load_saved_config(cls, path):
     """A ``cls`` from a JSON file written by save_config; unknown keys are an error."""
     data = load_config_file(path)
     return apply_overrides(cls, cls(), data, path)
+
+
+def run_command(prog, body, argv=None):
+    """Run body(argv) as a command's main: user errors (a bad value, a missing or corrupt file,
+    a run that cannot fit in memory) print one line and return 2; Ctrl-C returns 130.
+    ``--debug`` anywhere in argv shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return body(argv)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, MemoryError, RecursionError) as exc:
+        if debug:
+            raise
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, MemoryError):
+            message = f"out of memory ({message}); try a smaller model, batch or context"
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
 
 
 def main_guard(main):

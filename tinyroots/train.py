@@ -17,11 +17,8 @@ an uninterrupted run would have given.
 """
 
 import dataclasses
-import json
-import math
 import os
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -32,12 +29,16 @@ import numpy as np
 from . import checkpoint as ck
 from . import kernels, optim
 from . import random as trandom
-from .config import ConfigError, parse_config, save_config
+from .config import ConfigError, load_saved_config, parse_config, run_command, save_config
 from .fileio import write_json
 from .model import GPT, GPTConfig
-from .tensor import no_grad
+from .training import (Batcher, Hooks, LoopSettings, MetricsLog, ResumeError,
+                       Trainer, load_training_state, log_to_stderr, mean_loss,
+                       save_training_state)
 
 EMBEDDED_CORPUS = os.path.join(os.path.dirname(__file__), "assets", "tinyshakespeare.txt")
+
+__all__ = ["Batcher", "PRESETS", "TrainConfig", "main", "plot_losses", "train"]
 
 
 @dataclass
@@ -83,6 +84,7 @@ class TrainConfig:
     # output
     out_dir: str = "out"               # the run directory
     resume: bool = False               # continue the run in out_dir from its last checkpoint
+    overwrite: bool = False            # replace a run already in out_dir (else: an error)
     seed: int = 1337                   # seeds initialisation, batches and dropout
     num_threads: int = 0               # kernel threads; 0: OMP_NUM_THREADS or all cores
     sample_tokens: int = 200           # tokens to generate at the end; 0 skips the sample
@@ -131,52 +133,21 @@ PRESETS = {
         tokenizer="char", n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12,
         max_steps=2000, learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, lr_decay_steps=2000,
         beta1=0.9, beta2=0.99, weight_decay=0.1, grad_clip=1.0, dropout=0.0, val_fraction=0.1,
-        eval_interval=250, eval_batches=20, sample_prompt="\n"),
+        eval_interval=250, eval_batches=20, sample_prompt="\n", out_dir="out-shakespeare-char"),
     "tiny": dict(
         _doc="a seconds-long smoke test", n_layer=2, n_head=2, n_embd=32, block_size=32,
         vocab_size=300, batch_size=8, max_steps=40, eval_interval=20, eval_batches=2,
-        warmup_steps=5, sample_tokens=20),
+        warmup_steps=5, sample_tokens=20, out_dir="out-tiny"),
     "gpt2": dict(
         _doc="GPT-2 124M shape (12x12x768, context 1024, vocab 50257): slow on a CPU",
         n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50257,
         learning_rate=6e-4, min_lr=6e-5, beta2=0.95, batch_size=4, grad_accum_steps=8,
-        warmup_steps=700, max_steps=20000),
+        warmup_steps=700, max_steps=20000, out_dir="out-gpt2"),
 }
 
 
 # ---------------------------------------------------------------------------------------------
 # data
-
-
-class Batcher:
-    """Random (B, T) windows from an in-memory token array, with next-token targets.
-
-        tokens [5, 9, 2, 7, 1, ...] -> x = [[9, 2, 7]], y = [[2, 7, 1]]
-
-    Its own PCG64 generator picks the offsets, so the batch stream is fixed by the seed and can
-    be saved and restored (get_state()/set_state()) independently of dropout's randomness.
-    Same interface as tinyroots.data.DataLoader, which does this over token shards on disk.
-    """
-
-    def __init__(self, tokens, batch_size, block_size, seed):
-        if len(tokens) < block_size + 2:
-            raise ValueError(f"the data has {len(tokens)} tokens, too few for windows of "
-                             f"{block_size + 1}; use a smaller block_size or more data")
-        self.tokens = tokens
-        self.B, self.T = batch_size, block_size
-        self.rng = np.random.default_rng(seed)
-
-    def next_batch(self):
-        starts = self.rng.integers(0, len(self.tokens) - self.T - 1, self.B)
-        idx = starts[:, None] + np.arange(self.T + 1)
-        chunk = self.tokens[idx].astype(np.int64)
-        return chunk[:, :-1], chunk[:, 1:]
-
-    def get_state(self):
-        return self.rng.bit_generator.state
-
-    def set_state(self, state):
-        self.rng.bit_generator.state = state
 
 
 @dataclasses.dataclass
@@ -246,41 +217,25 @@ def prepare_data(cfg, log):
 
 
 # ---------------------------------------------------------------------------------------------
-# evaluation
-
-
-def evaluate(model, loader, n_batches):
-    """Mean loss over n_batches from a freshly seeded loader: the same batches at every
-    evaluation, so successive numbers differ only because the model changed."""
-    model.eval()
-    losses = []
-    with no_grad():
-        for _ in range(n_batches):
-            x, y = loader.next_batch()
-            losses.append(float(model(x, targets=y, return_logits=False).loss))
-    model.train()
-    return float(np.mean(losses))
-
-
-# ---------------------------------------------------------------------------------------------
 # checkpoints of a run: last/ (resumable) and best/
 
 
-def save_run_checkpoint(run_dir, name, model, tokenizer, optimizer=None, state=None):
+def save_run_checkpoint(run_dir, name, model, tokenizer, optimizer_state=None, state=None):
     """Write run_dir/name/ as a whole: into a temporary directory first, then swapped in.
 
     subtle: each file is atomic on its own, but a checkpoint is several files (weights,
     optimizer, trainer state) that must match. Writing a fresh directory and renaming it into
     place means a crash leaves either the old checkpoint or the new one, never a mix; if the
     crash falls between the two renames, ``name.old`` is still there and is used on resume.
+    optimizer_state: (arrays, meta) as Optimizer.state_dict() gives them.
     """
     final = os.path.join(run_dir, name)
     tmp = os.path.join(run_dir, f".{name}.tmp")
     old = os.path.join(run_dir, f"{name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
     ck.save_pretrained(model, tmp, tokenizer=tokenizer)
-    if optimizer is not None:
-        ck.save_training_state(tmp, optimizer, state)
+    if optimizer_state is not None:
+        save_training_state(tmp, *optimizer_state, state)
     if os.path.exists(final):
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
@@ -297,47 +252,117 @@ def find_checkpoint(run_dir, name="last"):
     return None
 
 
+# what a run directory holds; a fresh run refuses to replace them unless told to (--overwrite)
+RUN_FILES = ("last", "last.old", "best", "best.old", "metrics.jsonl", "summary.json",
+             "train_config.json", "loss.png")
+
+# what resume may not change: the model, the tokenizer and the data were made with these
+FIXED_ON_RESUME = ("data", "tokenizer", "vocab_size", "val_fraction", "n_layer", "n_head",
+                   "n_embd", "block_size", "dropout", "bias", "init_from", "seed")
+
+
+def prepare_run_dir(cfg):
+    """A fresh run starts in an empty run directory; it never replaces a run silently."""
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    found = [n for n in RUN_FILES if os.path.exists(os.path.join(cfg.out_dir, n))]
+    if cfg.resume or not found:
+        return
+    if not cfg.overwrite:
+        raise FileExistsError(f"{cfg.out_dir} already holds a run ({', '.join(found)}); "
+                              "continue it with --resume, or replace it with --overwrite")
+    for name in found:
+        path = os.path.join(cfg.out_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def check_resume_config(cfg):
+    """--resume continues the run as it was made: no change to the model, tokenizer or data."""
+    path = os.path.join(cfg.out_dir, "train_config.json")
+    if not os.path.isfile(path):
+        return
+    saved = load_saved_config(TrainConfig, path)
+    changed = [k for k in FIXED_ON_RESUME if getattr(cfg, k) != getattr(saved, k)]
+    if changed:
+        raise ConfigError("--resume: " + ", ".join(
+            f"{k}={getattr(cfg, k)!r}" for k in changed) + f" contradict the run in "
+            f"{cfg.out_dir} (" + ", ".join(f"{k}={getattr(saved, k)!r}" for k in changed)
+            + "); drop those flags, or start a new run in another --out-dir")
+
+
+def resume_config(cfg, explicit):
+    """`train --out-dir X --resume [flags]`: X/train_config.json with only the flags given."""
+    path = os.path.join(cfg.out_dir, "train_config.json")
+    if not os.path.isfile(path):
+        return cfg                 # train() says there is nothing to resume
+    saved = load_saved_config(TrainConfig, path)
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in explicit}, resume=True)
+
+
 # ---------------------------------------------------------------------------------------------
-# the loop
+# the job: pre-training's part of the shared loop (tinyroots/training.py)
 
 
-class Run:
-    """One training run: state, logging and the stopping rules, around the plain loop in train()."""
+class PretrainJob:
+    """Batches from the corpus, the model's loss, validation on fixed batches, best/ and last/."""
 
-    def __init__(self, cfg, out=print):
-        self.cfg = cfg
-        self.log = out
-        self.metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
-        self.history = []           # metric records (also written to metrics.jsonl)
-        self.best_val = math.inf
-        self.best_step = -1
-        self.evals_since_best = 0
-        self.stop_reason = None
-        self.interrupted = False
-        self.pending = {}           # step figures waiting for the evaluation's record
-        self.saved_step = None      # the step out_dir/last holds
+    before_clip = None
 
-    def record(self, rec):
-        self.history.append(rec)
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+    def __init__(self, cfg, model, tokenizer, corpus, optimizer, hooks):
+        self.cfg, self.model, self.tokenizer = cfg, model, tokenizer
+        self.corpus, self.optimizer, self.hooks = corpus, optimizer, hooks
+        self.batcher = corpus.loader("train", cfg, cfg.seed + 1)
 
-    def on_sigint(self, signum, frame):
-        if self.interrupted:      # a second Ctrl-C: the user really wants out
-            raise KeyboardInterrupt
-        self._note_interrupt()
+    def next_batch(self):
+        return self.batcher.next_batch()
 
-    def on_sigint_while_saving(self, signum, frame):
-        # A checkpoint is being written: remember the Ctrl-C and act on it once the write is
-        # done. (Ignoring the signal instead would lose it: one Ctrl-C landing in a save
-        # would then never stop the run.)
-        if not self.interrupted:
-            self._note_interrupt()
+    def loss(self, batch):
+        x, y = batch
+        return self.model(x, targets=y, return_logits=False).loss
 
-    def _note_interrupt(self):
-        self.interrupted = True
-        self.log("\nCtrl-C: finishing this step, saving out_dir/last, then exiting "
-                 "(press again to abort at once; the last evaluation's checkpoint remains)")
+    def evaluate(self):
+        cfg, loader = self.cfg, self.corpus.loader
+        val = mean_loss(self.model, loader("val", cfg, cfg.seed + 2), cfg.eval_batches,
+                        self.hooks)
+        train = mean_loss(self.model, loader("train", cfg, cfg.seed + 3), cfg.eval_batches,
+                          self.hooks)
+        return {"eval_train_loss": train, "val_loss": val}
+
+    def keep_best(self, step):
+        if self.hooks.is_main:
+            save_run_checkpoint(self.cfg.out_dir, "best", self.model, self.tokenizer)
+
+    def checkpoint(self, state):
+        optimizer_state = self.hooks.optimizer_state(self.optimizer)    # every process
+        if self.hooks.is_main:
+            save_run_checkpoint(self.cfg.out_dir, "last", self.model, self.tokenizer,
+                                optimizer_state, self.trainer_state(state))
+
+    def trainer_state(self, state):
+        return {"step": state.step, "elapsed": state.elapsed, "batcher": self.batcher.get_state(),
+                "rng": trandom.get_state(), "best_val": state.best_value,
+                "best_step": state.best_step, "evals_since_best": state.evals_since_best,
+                "train_config": dataclasses.asdict(self.cfg)}
+
+    def train_stats(self):
+        return {}
+
+    def resume(self, resume_dir):
+        """Restore optimizer, data stream and RNG from resume_dir/last -> LoopState."""
+        raw, state = load_training_state(resume_dir, self.optimizer, self.hooks)
+        path = os.path.join(resume_dir, "trainer_state.json")
+        for key, restore in (("batcher", self.batcher.set_state), ("rng", trandom.set_state)):
+            if key not in raw:
+                raise ResumeError(f"{path}: '{key}' is missing")
+            try:
+                restore(raw[key])
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+                raise ResumeError(f"{path}: '{key}' is not a saved generator state "
+                                  f"({exc})") from None
+        return state
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
 
 
 def build_model(cfg, tokenizer, log):
@@ -355,25 +380,16 @@ def build_model(cfg, tokenizer, log):
     return GPT(mcfg)
 
 
-def train(cfg, out=print):
-    """Run the whole training job described by cfg; returns the Run (history, best, reason)."""
-    cfg.validate()
-    if cfg.num_threads:
-        kernels.set_num_threads(cfg.num_threads)
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    run = Run(cfg, out)
-    log = run.log
-
+def start_run(cfg, log):
+    """Check the run directory, seed, read the data, build or load the model.
+    -> (corpus, tokenizer, model, the checkpoint to resume from or None)"""
+    if cfg.resume:
+        check_resume_config(cfg)
+    prepare_run_dir(cfg)
     resume_dir = find_checkpoint(cfg.out_dir, "last") if cfg.resume else None
     if cfg.resume and resume_dir is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {cfg.out_dir}/last to resume from")
-    if resume_dir is None:
-        if os.path.exists(run.metrics_path):
-            os.remove(run.metrics_path)   # a fresh run starts a fresh log
-        for stale in ("last", "last.old", "best", "best.old"):
-            shutil.rmtree(os.path.join(cfg.out_dir, stale), ignore_errors=True)
     save_config(cfg, os.path.join(cfg.out_dir, "train_config.json"))
-
     trandom.manual_seed(cfg.seed)
     corpus = prepare_data(cfg, log)
     tokenizer = corpus.tokenizer
@@ -386,218 +402,88 @@ def train(cfg, out=print):
         raise ConfigError(f"TrainConfig: block_size {cfg.block_size} exceeds the model's "
                           f"context {model.config.block_size}")
     model.train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
+    return corpus, tokenizer, model, resume_dir
+
+
+def train(cfg, out=None, show=None, hooks=None):
+    """Run the whole training job described by cfg -> the final LoopState (step, stop_reason,
+    best_value, history, ...). Log lines go to out (default: stderr), the results to show
+    (default: stdout; out, when only out is given)."""
+    cfg.validate()
+    log = out or log_to_stderr
+    show = show or out or print
+    hooks = hooks or Hooks()
+    if cfg.num_threads:
+        kernels.set_num_threads(cfg.num_threads)
+    corpus, tokenizer, model, resume_dir = start_run(cfg, log)
     opt = optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                       weight_decay=cfg.weight_decay)
     sched = optim.WarmupCosine(opt, cfg.learning_rate, cfg.warmup_steps,
                                cfg.lr_decay_steps or cfg.max_steps, cfg.min_lr)
-    batcher = corpus.loader("train", cfg, cfg.seed + 1)
-
-    start_step, elapsed_before = 0, 0.0
+    job = PretrainJob(cfg, model, tokenizer, corpus, opt, hooks)
+    metrics = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"), write=hooks.is_main)
+    state = None
     if resume_dir is not None:
-        state = ck.load_training_state(resume_dir, opt)
-        start_step = int(state["step"])
-        elapsed_before = float(state.get("elapsed", 0.0))
-        batcher.set_state(state["batcher"])
-        trandom.set_state(state["rng"])
-        run.best_val = float(state.get("best_val", math.inf))
-        run.best_step = int(state.get("best_step", -1))
-        run.evals_since_best = int(state.get("evals_since_best", 0))
-        run.history = _read_metrics(run.metrics_path, start_step)
-        _rewrite_metrics(run.metrics_path, run.history)
-        log(f"resumed from {resume_dir} at step {start_step}")
-
-    n_params = model.num_parameters()
+        state = job.resume(resume_dir)
+        metrics.resume(state.step)
+        log(f"resumed from {resume_dir} at step {state.step}")
+    else:
+        metrics.start_fresh()
     tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps
-    log(f"model: {model.config.n_layer} layers, {model.config.n_head} heads, "
-        f"{model.config.n_embd} wide, context {model.config.block_size}, "
-        f"{n_params / 1e6:.2f}M parameters | backend {kernels.BACKEND} "
-        f"({kernels.info()['simd_isa']}), {kernels.get_num_threads()} threads")
+    describe(cfg, model, tokens_per_step, log)
+    settings = LoopSettings.from_config(cfg, target=cfg.target_val_loss,
+                                        tokens_per_step=tokens_per_step,
+                                        progress=cfg.progress)
+    trainer = Trainer(job, model.parameters(), opt, sched, settings, hooks=hooks, log=log,
+                      metrics=metrics, state=state,
+                      penalty_params=[p for p in model.parameters() if p.ndim >= 2])
+    state = trainer.run()
+    state.history = metrics.history
+    show(f"stopped: {state.stop_reason} after {state.step} steps, {state.elapsed:.1f}s")
+    if hooks.is_main and not state.diverged:
+        summarize(cfg, state, model, tokenizer, show)
+    return state
+
+
+def describe(cfg, model, tokens_per_step, log):
+    c = model.config
+    log(f"model: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context "
+        f"{c.block_size}, {model.num_parameters() / 1e6:.2f}M parameters | backend "
+        f"{kernels.BACKEND} ({kernels.info()['simd_isa']}), {kernels.get_num_threads()} threads")
     log(f"training: {cfg.max_steps} steps x {tokens_per_step:,} tokens, lr {cfg.learning_rate} "
         f"(warmup {cfg.warmup_steps}, cosine to {cfg.min_lr}), out_dir {cfg.out_dir}")
 
-    def trainer_state(step, elapsed):
-        return {"step": step, "elapsed": elapsed, "batcher": batcher.get_state(),
-                "rng": trandom.get_state(), "best_val": run.best_val, "best_step": run.best_step,
-                "evals_since_best": run.evals_since_best, "train_config": dataclasses.asdict(cfg)}
 
-    def save_last(step, elapsed):
-        # subtle: Ctrl-C only takes note while a checkpoint is written; the write is atomic
-        # anyway, but a half-finished save would just be thrown away
-        handler = signal.signal(signal.SIGINT, run.on_sigint_while_saving)
-        try:
-            save_run_checkpoint(cfg.out_dir, "last", model, tokenizer, opt,
-                                trainer_state(step, elapsed))
-            run.saved_step = step
-        finally:
-            signal.signal(signal.SIGINT, handler)
-
-    previous_handler = signal.signal(signal.SIGINT, run.on_sigint)
-    bar = _progress(cfg, start_step)
-    t_start = time.time()
-    step = start_step
-    last_train_loss = float("nan")
-    try:
-        while True:
-            elapsed = elapsed_before + time.time() - t_start
-            # -- evaluate, keep the best, save a resumable checkpoint, check stopping rules ---
-            is_last = step >= cfg.max_steps
-            if step % cfg.eval_interval == 0 or is_last:
-                rec = _evaluate_and_decide(run, model, tokenizer, corpus, step,
-                                           sched.lr_at(min(step, cfg.max_steps - 1)),
-                                           last_train_loss, elapsed, bar)
-                if step > start_step or resume_dir is None:
-                    run.record(rec)
-                    save_last(step, elapsed)
-            if is_last and run.stop_reason is None:
-                run.stop_reason = f"reached max_steps={cfg.max_steps}"
-            if cfg.max_time and elapsed >= cfg.max_time and run.stop_reason is None:
-                run.stop_reason = f"max_time {cfg.max_time:g}s reached"
-            if run.interrupted and run.stop_reason is None:
-                run.stop_reason = "interrupted (Ctrl-C)"
-            if run.stop_reason:
-                break
-
-            # -- one optimizer step --------------------------------------------------------
-            t0 = time.time()
-            lr = sched.step(step)
-            loss_sum = 0.0
-            for _ in range(cfg.grad_accum_steps):
-                x, y = batcher.next_batch()
-                loss = model(x, targets=y, return_logits=False).loss
-                if cfg.l1 or cfg.l2:
-                    loss = loss + optim.penalty(decay, cfg.l1, cfg.l2)
-                # averaging over micro-batches: each contributes 1/accum of the gradient
-                loss.backward(np.full((), 1.0 / cfg.grad_accum_steps, dtype=np.float32))
-                loss_sum += float(loss)
-            norm = optim.clip_grad_norm(model.parameters(), cfg.grad_clip or None)
-            opt.step()
-            opt.zero_grad()
-            step += 1
-            dt = time.time() - t0
-            last_train_loss = loss_sum / cfg.grad_accum_steps
-            if not math.isfinite(last_train_loss):
-                run.stop_reason = f"the loss became {last_train_loss} at step {step}"
-                log(f"stopping: {run.stop_reason}; try a lower learning_rate")
-                break
-            tok_s = tokens_per_step / max(dt, 1e-9)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(f"loss {last_train_loss:.4f} lr {lr:.2e} "
-                                    f"{tok_s:,.0f} tok/s", refresh=False)
-            progress = {"lr": lr, "tokens_per_s": round(tok_s, 1), "grad_norm": round(norm, 4)}
-            if step % cfg.eval_interval == 0 or step >= cfg.max_steps:
-                run.pending = progress          # goes into the evaluation's record
-            elif step % cfg.log_interval == 0:
-                run.record(dict({"step": step, "train_loss": round(last_train_loss, 6)},
-                                **progress,
-                                elapsed=round(elapsed_before + time.time() - t_start, 2)))
-    finally:
-        if bar is not None:
-            bar.close()
-        signal.signal(signal.SIGINT, previous_handler)
-    # only a clean exit from the loop reaches this line: after an exception the model may be
-    # half-updated, and the last checkpoint written at an evaluation is the one to keep
-    elapsed = elapsed_before + time.time() - t_start
-    if run.saved_step != step:
-        save_last(step, elapsed)
-
-    run.elapsed = elapsed
-    run.step = step
-    log(f"stopped: {run.stop_reason} after {step} steps, {elapsed:.1f}s")
-    _summary(run, model, tokenizer)
-    return run
-
-
-def _evaluate_and_decide(run, model, tokenizer, corpus, step, lr, last_train_loss, elapsed, bar):
-    cfg = run.cfg
-    val_loss = evaluate(model, corpus.loader("val", cfg, cfg.seed + 2), cfg.eval_batches)
-    eval_train = evaluate(model, corpus.loader("train", cfg, cfg.seed + 3), cfg.eval_batches)
-    rec = {"step": step, "train_loss": round(last_train_loss if math.isfinite(last_train_loss)
-                                             else eval_train, 6),
-           "eval_train_loss": round(eval_train, 6), "val_loss": round(val_loss, 6), "lr": lr,
-           "elapsed": round(elapsed, 2)}
-    rec.update(run.pending)
-    run.pending = {}
-    msg = f"step {step:>6}: train {eval_train:.4f}, val {val_loss:.4f}"
-    if val_loss < run.best_val - cfg.early_stop_min_delta:
-        run.best_val, run.best_step, run.evals_since_best = val_loss, step, 0
-        save_run_checkpoint(cfg.out_dir, "best", model, tokenizer)
-        msg += "  (best so far, saved)"
-    else:
-        run.evals_since_best += 1
-        if cfg.early_stop_patience and run.evals_since_best >= cfg.early_stop_patience:
-            run.stop_reason = (f"early stopping: val loss has not improved for "
-                               f"{run.evals_since_best} evaluations (best {run.best_val:.4f} "
-                               f"at step {run.best_step})")
-    if cfg.target_val_loss is not None and val_loss <= cfg.target_val_loss:
-        run.stop_reason = f"target val loss {cfg.target_val_loss} reached ({val_loss:.4f})"
-    (bar.write if bar is not None else run.log)(msg)
-    return rec
-
-
-def _progress(cfg, start):
-    if not cfg.progress:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=cfg.max_steps, initial=start, unit="step", dynamic_ncols=True,
-                leave=True, file=sys.stdout)
-
-
-def _read_metrics(path, upto_step):
-    """Records of an earlier run segment, cut at the step we resume from."""
-    records = []
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue        # a line cut short by a crash
-                if rec.get("step", 0) <= upto_step:
-                    records.append(rec)
-    return records
-
-
-def _rewrite_metrics(path, records):
-    from .fileio import atomic_write
-    with atomic_write(path, "w") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
-
-
-def _summary(run, model, tokenizer):
-    cfg, log = run.cfg, run.log
-    evals = [r for r in run.history if "val_loss" in r]
-    speeds = [r["tokens_per_s"] for r in run.history if "tokens_per_s" in r]
+def summarize(cfg, state, model, tokenizer, show):
+    """summary.json, loss.png, and the results: the validation loss, speed and a sample."""
+    evals = [r for r in state.history if "val_loss" in r]
+    speeds = [r["tokens_per_s"] for r in state.history if "tokens_per_s" in r]
     if evals:
         first, last = evals[0], evals[-1]
-        log(f"val loss {first['val_loss']:.4f} (step {first['step']}) -> {last['val_loss']:.4f} "
-            f"(step {last['step']}); best {run.best_val:.4f} at step {run.best_step}")
+        show(f"val loss {first['val_loss']:.4f} (step {first['step']}) -> "
+             f"{last['val_loss']:.4f} (step {last['step']}); best {state.best_value:.4f} at "
+             f"step {state.best_step}")
     if speeds:
-        log(f"throughput: median {np.median(speeds):,.0f} tokens/s")
-    summary = {"stop_reason": run.stop_reason, "steps": run.step,
-               "elapsed_s": round(run.elapsed, 2), "best_val_loss": run.best_val,
-               "best_step": run.best_step,
+        show(f"throughput: median {np.median(speeds):,.0f} tokens/s")
+    summary = {"stop_reason": state.stop_reason, "steps": state.step,
+               "elapsed_s": round(state.elapsed, 2), "best_val_loss": state.best_value,
+               "best_step": state.best_step,
                "final_val_loss": evals[-1]["val_loss"] if evals else None,
                "median_tokens_per_s": float(np.median(speeds)) if speeds else None}
     write_json(os.path.join(cfg.out_dir, "summary.json"), summary)
     if cfg.plot:
-        plot_losses(run.history, os.path.join(cfg.out_dir, "loss.png"), log)
-    log(f"saved: {cfg.out_dir}/last (resumable), {cfg.out_dir}/best (lowest val loss), "
-        f"metrics.jsonl, summary.json")
+        plot_losses(state.history, os.path.join(cfg.out_dir, "loss.png"), show)
+    show(f"saved: {cfg.out_dir}/last (resumable), {cfg.out_dir}/best (lowest val loss), "
+         f"metrics.jsonl, summary.json")
     if cfg.sample_tokens:
-        log(f"\n--- sample ({cfg.sample_tokens} tokens, temperature 0.8, top-k 50) ---")
+        show(f"\n--- sample ({cfg.sample_tokens} tokens, temperature 0.8, top-k 50) ---")
         ids = np.asarray([tokenizer.encode(cfg.sample_prompt)], dtype=np.int64)
         if ids.shape[1] == 0:
             ids = np.zeros((1, 1), dtype=np.int64)
         out = model.generate(ids, max_new_tokens=cfg.sample_tokens, do_sample=True,
                              temperature=0.8, top_k=50, seed=cfg.seed, eos_token_id=None)
-        log(tokenizer.decode(out[0].tolist()))
-        log("---")
+        show(tokenizer.decode(out[0].tolist()))
+        show("---")
 
 
 def plot_losses(history, path, log=print):
@@ -627,11 +513,24 @@ def plot_losses(history, path, log=print):
 
 
 def main(argv=None):
-    cfg = parse_config(TrainConfig, argv, presets=PRESETS, prog="python -m tinyroots.train",
-                       description=__doc__)
-    run = train(cfg)
-    return 130 if run.interrupted else 0
+    return run_command(PROG, _main, argv)
 
+
+def _main(argv):
+    explicit = set()
+    cfg = parse_config(TrainConfig, argv, presets=PRESETS, prog=PROG, description=__doc__,
+                       explicit=explicit)
+    if cfg.resume:
+        cfg = resume_config(cfg, explicit)
+    state = train(cfg)
+    if state.diverged:
+        print(f"{PROG}: error: training diverged: {state.stop_reason}; the last good "
+              f"checkpoint is {cfg.out_dir}/last (try a lower --learning-rate)", file=sys.stderr)
+        return 1
+    return 130 if state.interrupted else 0
+
+
+PROG = "python -m tinyroots.train"
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,7 +37,8 @@ class FinetuneConfig:
     lora_dropout: float = 0.0          # dropout on the adapters' input
     lora_targets: str = "attn"         # attn, mlp, all, or e.g. attn.c_attn,mlp.c_fc
     # optimisation
-    batch_size: int = 16               # examples (lm: windows) per step
+    batch_size: int = 16               # examples (lm: windows) per micro-batch
+    grad_accum_steps: int = 1          # micro-batches summed into one optimizer step
     max_steps: int = 300               # optimizer steps
     learning_rate: float = 3e-4        # peak learning rate (LoRA usually wants ~10x more)
     min_lr_ratio: float = 0.1          # the cosine schedule ends at learning_rate * this
@@ -68,6 +69,7 @@ class FinetuneConfig:
     seed: int = 1337                   # seeds data order, augmentation, dropout, new weights
     num_threads: int = 0               # kernel threads; 0: OMP_NUM_THREADS or all cores
     save: bool = True                  # write the checkpoint (tuning trials may skip it)
+    overwrite: bool = False            # replace a saved run in out_dir (else: an error)
     progress: bool = True              # show a progress bar
     log_interval: int = 10             # write a training record every this many steps
 
@@ -90,8 +92,8 @@ class FinetuneConfig:
                               f"{self.bad_lines!r}")
         if self.pooling not in ("last", "mean"):
             raise ConfigError(f"{name}: 'pooling' must be last or mean, got {self.pooling!r}")
-        for key in ("batch_size", "max_steps", "eval_interval", "log_interval", "span_max",
-                    "bleu_examples"):
+        for key in ("batch_size", "grad_accum_steps", "max_steps", "eval_interval",
+                    "log_interval", "span_max", "bleu_examples"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{name}: '{key}' must be >= 1, got {getattr(self, key)}")
         for key in ("max_length", "block_size", "add_blocks", "freeze_blocks", "lora_rank",
@@ -123,7 +125,7 @@ class FinetuneConfig:
         if self.head_only and self.lora_rank:
             raise ConfigError(f"{name}: 'head_only' and 'lora_rank' exclude each other")
         if self.lora_rank:
-            from ..modify import parse_lora_targets
+            from .modify import parse_lora_targets
             try:
                 parse_lora_targets(self.lora_targets)
             except ValueError as exc:

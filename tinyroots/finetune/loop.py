@@ -23,11 +23,8 @@ The run directory:
     best/                  the checkpoint (see finetune/__init__.py for its files per task)
 """
 
-import json
-import math
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -36,10 +33,11 @@ from .. import kernels, optim
 from .. import random as trandom
 from ..config import save_config
 from ..fileio import write_json
-from ..generate import load_model_and_tokenizer
-from ..modify import (add_blocks, apply_lora, count_parameters, freeze, freeze_blocks,
-                      lora_layers, merged_state_dict, resize_context, resize_vocab,
-                      save_adapter, set_dropout, trainable_parameters, unfreeze)
+from ..training import Hooks, LoopSettings, MetricsLog, Trainer, log_to_stderr, rounded
+from ..checkpoint import load_model_and_tokenizer
+from .modify import (add_blocks, apply_lora, count_parameters, freeze, freeze_blocks,
+                     lora_layers, merged_state_dict, resize_context, resize_vocab,
+                     save_adapter, set_dropout, trainable_parameters, unfreeze)
 from .classify import ClassifyTask
 from .config import HIGHER_IS_BETTER
 from .data import read_examples
@@ -127,21 +125,59 @@ def trainable_count(module, row_mask):
 
 
 # ---------------------------------------------------------------------------------------------
-# the job
+# the job: fine-tuning's part of the shared loop (tinyroots/training.py)
 
 
-def finetune(cfg, out=print):
-    """Run the fine-tuning job described by cfg; returns a Result with .metrics (eval.json)."""
+class FinetuneJob:
+    """The task's batches, loss and validation metrics; the best weights kept in memory."""
+
+    def __init__(self, task, module, params, row_mask):
+        self.task, self.module, self.params, self.row_mask = task, module, params, row_mask
+        self.best_state = None
+
+    def next_batch(self):
+        return self.task.next_batch()
+
+    def loss(self, batch):
+        return self.task.loss(self.module, batch)
+
+    def evaluate(self):
+        return self.task.evaluate(self.module)
+
+    def keep_best(self, step):
+        self.best_state = [p.data.copy() for p in self.params]
+
+    def checkpoint(self, state):
+        pass                        # the checkpoint is written once, at the end (best/)
+
+    def before_clip(self):
+        if self.row_mask is not None:
+            wte, fixed = self.row_mask
+            if wte.grad is not None:
+                wte.grad[fixed] = 0.0           # only the new tokens' rows may move
+
+    def train_stats(self):
+        return self.task.augment.take_stats()
+
+    def restore_best(self):
+        for p, arr in zip(self.params, self.best_state):
+            p.data = arr
+
+
+def finetune(cfg, out=None, show=None, hooks=None):
+    """Run the fine-tuning job described by cfg; returns a Result with .metrics (eval.json).
+    Log lines go to out (default: stderr), the results to show (default: stdout; out, when
+    only out is given)."""
     cfg.validate()
+    log, show = out or log_to_stderr, show or out or print
+    hooks = hooks or Hooks()
     if cfg.num_threads:
         kernels.set_num_threads(cfg.num_threads)
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    log = out
     t_start = time.time()
+    prepare_out_dir(cfg)
     save_config(cfg, os.path.join(cfg.out_dir, "finetune_config.json"))
-    metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
-    if os.path.exists(metrics_path):
-        os.remove(metrics_path)
+    metrics = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"), write=hooks.is_main)
+    metrics.start_fresh()
     trandom.manual_seed(cfg.seed)
 
     train_ex, skipped_train = read_examples(cfg.train, cfg.task, cfg.bad_lines, log)
@@ -149,11 +185,65 @@ def finetune(cfg, out=print):
     task, gpt, tokenizer, source, new_ids, n_layer_before = prepare(cfg, log)
     module = task.build(gpt, train_ex, val_ex)
     row_mask = choose_trainable(cfg, gpt, new_ids, n_layer_before)
-
     params = trainable_parameters(module)
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
+    opt, sched, decay = make_optimizer(cfg, params, row_mask)
+    what = describe(cfg, module, row_mask, log)
+
+    job = FinetuneJob(task, module, params, row_mask)
+    metric = cfg.metric_name
+    settings = LoopSettings.from_config(cfg, metric=metric,
+                                        higher_is_better=HIGHER_IS_BETTER[metric])
+    state = Trainer(job, params, opt, sched, settings, hooks=hooks, log=log, metrics=metrics,
+                    penalty_params=decay).run()
+    train_time = state.elapsed
+
+    # -- the best weights, the final evaluation, the checkpoint ---------------------------------
+    if cfg.restore_best and job.best_state is not None and state.best_step != state.step:
+        job.restore_best()
+    final = task.evaluate(module, final=True)
     n_trainable, n_total = trainable_count(module, row_mask)
+    summary = {
+        "task": cfg.task, "metric": metric, "best_step": state.best_step, "steps": state.step,
+        "stop_reason": state.stop_reason, "train_time_s": round(train_time, 2),
+        "elapsed_s": round(time.time() - t_start, 2),
+        "trainable_params": n_trainable, "total_params": n_total,
+        "trainable_percent": round(100.0 * n_trainable / n_total, 3),
+        "init": source, "training": what,
+        "augmentation": {"token_dropout": cfg.token_dropout, "token_mask": cfg.token_mask,
+                         "span_deletion": cfg.span_deletion},
+        "skipped_lines": {"train": [list(s) for s in skipped_train],
+                          "val": [list(s) for s in skipped_val]},
+        "examples_truncated": getattr(task, "truncation", None),
+    }
+    results = {**rounded(final), **summary}
+    checkpoint = None
+    if cfg.save and hooks.is_main:
+        checkpoint = save_checkpoint(cfg, task, module, gpt, source)
+        results["checkpoint"] = checkpoint
+    results["elapsed_s"] = round(time.time() - t_start, 2)
+    if hooks.is_main:
+        write_json(os.path.join(cfg.out_dir, "eval.json"), results)
+    report(state, metric, final, checkpoint, cfg, show)
+    return Result(metrics=results, history=metrics.history, module=module, gpt=gpt,
+                  tokenizer=tokenizer, task=task, checkpoint=checkpoint, state=state,
+                  diverged=state.diverged, interrupted=state.interrupted)
+
+
+def prepare_out_dir(cfg):
+    """A run that saves a checkpoint never replaces another run's silently."""
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    found = [n for n in ("best", "eval.json") if os.path.exists(os.path.join(cfg.out_dir, n))]
+    if found and cfg.save and not cfg.overwrite:
+        raise FileExistsError(f"{cfg.out_dir} already holds a fine-tuning run "
+                              f"({', '.join(found)}); choose another --out-dir, or replace it "
+                              "with --overwrite")
+
+
+def make_optimizer(cfg, params, row_mask):
+    """AdamW on the trainable parameters (no weight decay on vectors or on a masked table),
+    warmup + cosine -> (optimizer, schedule, the matrices the L1/L2 penalties apply to)."""
     masked = row_mask[0] if row_mask is not None else None
     decay = [p for p in params if p.ndim >= 2 and p is not masked]
     no_decay = [p for p in params if not (p.ndim >= 2 and p is not masked)]
@@ -163,125 +253,28 @@ def finetune(cfg, out=print):
                       weight_decay=cfg.weight_decay)
     sched = optim.WarmupCosine(opt, cfg.learning_rate, cfg.warmup_steps, cfg.max_steps,
                                cfg.learning_rate * cfg.min_lr_ratio)
+    return opt, sched, decay
+
+
+def describe(cfg, module, row_mask, log):
+    """Log what trains -> the one-line description that eval.json keeps."""
+    n_trainable, n_total = trainable_count(module, row_mask)
     what = (f"LoRA r={cfg.lora_rank} alpha={cfg.lora_alpha:g} on {cfg.lora_targets}"
             if cfg.lora_rank else "head only" if cfg.head_only else
             f"all but the first {cfg.freeze_blocks} blocks" if cfg.freeze_blocks else "full")
     log(f"training: {what}; {n_trainable:,} of {n_total:,} parameters trainable "
         f"({100.0 * n_trainable / n_total:.2f}%); {cfg.max_steps} steps of {cfg.batch_size}, "
         f"lr {cfg.learning_rate:g}, metric {cfg.metric_name}")
+    return what
 
-    metric = cfg.metric_name
-    higher = HIGHER_IS_BETTER[metric]
-    history = []
 
-    def record(rec):
-        history.append(rec)
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-
-    best_value = -math.inf if higher else math.inf
-    best_step, best_state, evals_since_best = -1, None, 0
-    stop_reason = None
-    step, train_loss = 0, float("nan")
-    bar = _progress(cfg)
-    t_loop = time.time()
-    try:
-        while True:
-            elapsed = time.time() - t_loop
-            if step % cfg.eval_interval == 0 or step >= cfg.max_steps:
-                m = task.evaluate(module)
-                value = m[metric]
-                gain = (value - best_value) if higher else (best_value - value)
-                improved = gain > cfg.early_stop_min_delta or best_step < 0
-                if improved:
-                    best_value, best_step, evals_since_best = value, step, 0
-                    best_state = [p.data.copy() for p in params]
-                else:
-                    evals_since_best += 1
-                rec = {"step": step, **_rounded(m), "lr": sched.lr_at(min(step, cfg.max_steps - 1)),
-                       "elapsed": round(elapsed, 2), "best": improved}
-                if math.isfinite(train_loss):
-                    rec["train_loss"] = round(train_loss, 6)
-                record(rec)
-                msg = f"step {step:>5}: " + ", ".join(
-                    f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)) + \
-                    ("  (best)" if improved else "")
-                (bar.write if bar is not None else log)(msg)
-                if cfg.early_stop_patience and evals_since_best >= cfg.early_stop_patience:
-                    stop_reason = (f"early stopping: {metric} has not improved for "
-                                   f"{evals_since_best} evaluations (best {best_value:.4f} at "
-                                   f"step {best_step})")
-            if stop_reason is None and step >= cfg.max_steps:
-                stop_reason = f"reached max_steps={cfg.max_steps}"
-            if stop_reason is None and cfg.max_time and elapsed >= cfg.max_time:
-                stop_reason = f"max_time {cfg.max_time:g}s reached"
-            if stop_reason:
-                break
-
-            t0 = time.time()
-            lr = sched.step(step)
-            loss = task.loss(module, task.next_batch())
-            if cfg.l1 or cfg.l2:
-                loss = loss + optim.penalty(decay, cfg.l1, cfg.l2)
-            loss.backward()
-            if row_mask is not None and masked.grad is not None:
-                masked.grad[row_mask[1]] = 0.0        # only the new tokens' rows may move
-            norm = optim.clip_grad_norm(params, cfg.grad_clip or None)
-            opt.step()
-            opt.zero_grad()
-            step += 1
-            train_loss = float(loss)
-            if not math.isfinite(train_loss):
-                stop_reason = f"the loss became {train_loss} at step {step}"
-                log(f"stopping: {stop_reason}; try a lower learning_rate")
-                break
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(f"loss {train_loss:.4f} lr {lr:.2e}", refresh=False)
-            if step % cfg.log_interval == 0 and step % cfg.eval_interval:
-                record({"step": step, "train_loss": round(train_loss, 6), "lr": lr,
-                        "grad_norm": round(norm, 4), "step_s": round(time.time() - t0, 4),
-                        **task.augment.take_stats()})
-    except KeyboardInterrupt:
-        stop_reason = "interrupted (Ctrl-C)"
-        log("\nCtrl-C: restoring the best weights and saving them")
-    finally:
-        if bar is not None:
-            bar.close()
-    train_time = time.time() - t_loop
-
-    # -- the best weights, the final evaluation, the checkpoint ---------------------------------
-    if cfg.restore_best and best_state is not None and best_step != step:
-        for p, arr in zip(params, best_state):
-            p.data = arr
-    final = task.evaluate(module, final=True)
-    summary = {
-        "task": cfg.task, "metric": metric, "best_step": best_step, "steps": step,
-        "stop_reason": stop_reason, "train_time_s": round(train_time, 2),
-        "elapsed_s": round(time.time() - t_start, 2),
-        "trainable_params": n_trainable, "total_params": n_total,
-        "trainable_percent": round(100.0 * n_trainable / n_total, 3),
-        "init": source, "training": what,
-        "augmentation": {"token_dropout": cfg.token_dropout, "token_mask": cfg.token_mask,
-                         "span_deletion": cfg.span_deletion},
-        "skipped_lines": {"train": [list(s) for s in skipped_train],
-                          "val": [list(s) for s in skipped_val]},
-    }
-    metrics = {**_rounded(final), **summary}
-    checkpoint = None
-    if cfg.save:
-        checkpoint = save_checkpoint(cfg, task, module, gpt, source)
-        metrics["checkpoint"] = checkpoint
-    metrics["elapsed_s"] = round(time.time() - t_start, 2)
-    write_json(os.path.join(cfg.out_dir, "eval.json"), metrics)
-    log(f"stopped: {stop_reason} after {step} steps ({train_time:.1f}s); best {metric} "
-        f"{best_value:.4f} at step {best_step}")
-    log("final validation: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()
-                                         if isinstance(v, float)))
+def report(state, metric, final, checkpoint, cfg, show):
+    show(f"stopped: {state.stop_reason} after {state.step} steps ({state.elapsed:.1f}s); best "
+         f"{metric} {state.best_value:.4f} at step {state.best_step}")
+    show("final validation: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()
+                                          if isinstance(v, float)))
     if checkpoint:
-        log(f"saved: {checkpoint} (checkpoint), {cfg.out_dir}/eval.json, metrics.jsonl")
-    return Result(metrics=metrics, history=history, module=module, gpt=gpt,
-                  tokenizer=tokenizer, task=task, checkpoint=checkpoint)
+        show(f"saved: {checkpoint} (checkpoint), {cfg.out_dir}/eval.json, metrics.jsonl")
 
 
 def save_checkpoint(cfg, task, module, gpt, source):
@@ -299,19 +292,4 @@ def save_checkpoint(cfg, task, module, gpt, source):
     return final
 
 
-def _rounded(m):
-    return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
-            for k, v in m.items()}
-
-
-def _progress(cfg):
-    if not cfg.progress:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=cfg.max_steps, unit="step", dynamic_ncols=True, file=sys.stdout)
-
-
-__all__ = ["TASK_CLASSES", "finetune", "prepare", "save_checkpoint"]
+__all__ = ["TASK_CLASSES", "FinetuneJob", "finetune", "prepare", "save_checkpoint"]
