@@ -10,7 +10,7 @@ from test_finetune import cfg, make_pretrained, quiet, write_jsonl
 
 from tinyroots.chat import ChatConfig, ChatSession, ReplyStreamer, run
 from tinyroots.finetune import finetune
-from tinyroots.generate import load_model_and_tokenizer
+from tinyroots.checkpoint import load_model_and_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -81,7 +81,8 @@ def test_history_is_truncated_to_the_context_oldest_first(chat_model):
         s.history += [{"role": "user", "content": f"hello number {i}"},
                       {"role": "assistant", "content": "the cat saw a dog"}]
     ids = s.prompt_ids("hello")
-    assert len(ids) <= block - 24
+    budget = block - min(24, block // 4)                        # room kept for the reply
+    assert len(ids) <= budget
     assert s.dropped_turns > 0
     text = s.tokenizer.decode(ids)
     assert text.startswith("<|system|>be kind<|end|>")          # the system prompt stays
@@ -89,7 +90,7 @@ def test_history_is_truncated_to_the_context_oldest_first(chat_model):
     assert text.endswith("<|user|>hello<|end|><|assistant|>")
     # a message longer than the whole budget keeps its end, and the template's head
     ids = s.prompt_ids("dog " * 100)
-    assert len(ids) <= block - 24
+    assert len(ids) <= budget
     assert s.tokenizer.decode(ids).endswith("dog <|end|><|assistant|>")
     # max_turns bounds the history even when more would fit
     s2, _ = session(chat_model, max_turns=1, max_new_tokens=4)
@@ -97,6 +98,17 @@ def test_history_is_truncated_to_the_context_oldest_first(chat_model):
     assert s2.tokenizer.decode(s2.prompt_ids("hi")).count("<|user|>") == 2
     s.handle("hello")
     assert "no longer fit the context" in out.getvalue()
+
+
+def test_a_long_reply_budget_does_not_crowd_out_the_history(chat_model):
+    # max_new_tokens as large as the context used to leave room for the new message only, so
+    # the bot forgot the conversation after one exchange
+    s, _ = session(chat_model, max_new_tokens=10_000)
+    s.history += [{"role": "user", "content": "hello"},
+                  {"role": "assistant", "content": "the cat saw a dog"}]
+    text = s.tokenizer.decode(s.prompt_ids("and you?"))
+    assert s.dropped_turns == 0
+    assert "<|user|>hello<|end|><|assistant|>the cat saw a dog<|end|>" in text
 
 
 def test_reply_streamer_skips_given_ids(chat_model):

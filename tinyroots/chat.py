@@ -25,9 +25,10 @@ from typing import Optional
 import numpy as np
 
 from . import kernels
+from .checkpoint import load_model_and_tokenizer
 from .config import ConfigError, parse_config
 from .finetune.data import CHAT_TOKENS, chat_ids, require_tokens
-from .generate import TextStreamer, load_model_and_tokenizer
+from .tokenizer import TextStreamer
 
 
 @dataclass
@@ -97,12 +98,14 @@ class ChatSession:
     def prompt_ids(self, user_text):
         """The ids of system + as much history as fits + the new message + <|assistant|>.
 
-        The reply needs room too: the prompt may use block_size - max_new_tokens positions
-        (at least half the context). Oldest exchanges go first; if the new message alone is
-        too long, its beginning is cut.
+        The reply needs room too: the prompt leaves min(max_new_tokens, block_size / 4)
+        positions free, so the history gets the other three quarters of the context at least
+        (reserving all of max_new_tokens = 128 in a 128-token context left room for the new
+        message only). Oldest exchanges go first; if the new message alone is too long, its
+        beginning is cut. A reply longer than the room left stops at the end of the context.
         """
         block = self.model.config.block_size
-        budget = max(block - self.cfg.max_new_tokens, block // 2)
+        budget = block - min(self.cfg.max_new_tokens, block // 4)
         system = [{"role": "system", "content": self.system}] if self.system else []
         past = list(self.history)
         if self.cfg.max_turns:
