@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from . import __version__, kernels
+from . import __version__, distributed, kernels
 
 
 def describe():
@@ -22,12 +22,25 @@ def describe():
         f"threads:     {info['num_threads']} (set with OMP_NUM_THREADS or "
         "tinyroots.set_num_threads)",
     ]
+    lines += _processes()
     fast = sorted(k for k, v in info["kernels"].items() if v == "cpu")
     slow = sorted(k for k, v in info["kernels"].items() if v != "cpu")
     lines.append(f"C++ kernels: {', '.join(fast) if fast else 'none'}")
     if slow:
         lines.append(f"NumPy kernels: {', '.join(slow)}")
     return "\n".join(lines)
+
+
+def _processes():
+    """Rank, world size and MPI library (mpiexec -n N python -m tinyroots.info shows each)."""
+    try:
+        world = distributed.init()
+        where = f"rank {world.rank} of {world.size}"
+    except distributed.DistributedError as exc:
+        where = f"unavailable ({exc})"
+    launched = "" if distributed.launched_by_mpi() else " (not started by an MPI launcher)"
+    return [f"processes:   {where}{launched}",
+            f"MPI:         {distributed.library_version()}"]
 
 
 def main():

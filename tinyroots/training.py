@@ -31,6 +31,8 @@ distributed.py subclasses it; the loop calls nothing else that depends on the pr
     rank, world_size      this process and how many there are (0 and 1 here)
     is_main               rank 0: the only process that logs, draws the bar, writes
                           metrics.jsonl and checkpoint files
+    attach(optimizer)     once, when the optimizer exists: lay out gradient buckets over its
+                          parameters (ZeRO-1: and the shard of its state this process keeps)
     shard(n)              which of n items this process runs: the micro-batches of one
                           optimizer step (grad_accum_steps counts them across all processes),
                           and the batches of an evaluation. Every process still draws all n
@@ -85,6 +87,9 @@ class Hooks:
     @property
     def is_main(self):
         return self.rank == 0
+
+    def attach(self, optimizer):
+        pass
 
     def shard(self, n):
         return range(n)
