@@ -80,7 +80,7 @@ def random_twin(pretrained, path):
     """A randomly initialised model with the pre-trained one's shape and tokenizer."""
     sys.path.insert(0, ROOT)
     import tinyroots as tr
-    from tinyroots.generate import load_model_and_tokenizer
+    from tinyroots.checkpoint import load_model_and_tokenizer
     model, tok, _ = load_model_and_tokenizer(pretrained)
     tr.manual_seed(0)
     tr.GPT(model.config).save_pretrained(path, tokenizer=tok)

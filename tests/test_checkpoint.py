@@ -9,6 +9,7 @@ import pytest
 import tinyroots as tr
 from tinyroots import checkpoint as ck
 from tinyroots.checkpoint import CheckpointError
+from tinyroots.safetensors import save_safetensors
 
 CFG = dict(n_layer=2, n_head=2, n_embd=16, vocab_size=50, block_size=32)
 
@@ -63,28 +64,14 @@ def test_hugging_face_reads_ours_and_we_read_theirs(tmp_path, model):
     np.testing.assert_allclose(logits_of(back, IDS), hf_logits, rtol=1e-4, atol=1e-5)
 
 
-def test_safetensors_library_compatibility(tmp_path):
-    st = pytest.importorskip("safetensors.numpy")
-    arrays = {"a": np.arange(12, dtype=np.float32).reshape(3, 4),
-              "b": np.array([1, -2], dtype=np.int64), "c": np.zeros((0, 3), np.float32)}
-    ck.save_safetensors(tmp_path / "ours.safetensors", arrays, {"format": "np"})
-    theirs = st.load_file(str(tmp_path / "ours.safetensors"))
-    for k in arrays:
-        np.testing.assert_array_equal(theirs[k], arrays[k])
-    st.save_file(arrays, str(tmp_path / "theirs.safetensors"))
-    ours, _ = ck.load_safetensors(tmp_path / "theirs.safetensors")
-    for k in arrays:
-        np.testing.assert_array_equal(ours[k], arrays[k])
-
-
 def test_sharded_checkpoint(tmp_path, model):
     tensors = dict(model.state_dict())
     names = list(tensors)
     half = len(names) // 2
-    ck.save_safetensors(tmp_path / "model-00001-of-00002.safetensors",
-                        {n: tensors[n] for n in names[:half]})
-    ck.save_safetensors(tmp_path / "model-00002-of-00002.safetensors",
-                        {n: tensors[n] for n in names[half:]})
+    save_safetensors(tmp_path / "model-00001-of-00002.safetensors",
+                     {n: tensors[n] for n in names[:half]})
+    save_safetensors(tmp_path / "model-00002-of-00002.safetensors",
+                     {n: tensors[n] for n in names[half:]})
     index = {"metadata": {}, "weight_map": {n: ("model-00001-of-00002.safetensors" if i < half
                                                 else "model-00002-of-00002.safetensors")
                                             for i, n in enumerate(names)}}
@@ -96,43 +83,14 @@ def test_sharded_checkpoint(tmp_path, model):
 
 def test_bf16_and_unprefixed_names_load(tmp_path, model):
     # GPT-2's original files name tensors without "transformer." and may be bfloat16
-    state = {}
-    for n, a in model.state_dict().items():
-        bf16 = (a.view(np.uint32) >> 16).astype(np.uint16)
-        state[n.replace("transformer.", "")] = bf16
-    path = tmp_path / "model.safetensors"
-    ck.save_safetensors(path, state)
-    raw = path.read_bytes()                          # relabel U16 as BF16 in the header
-    n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + n])
-    for v in header.values():
-        if isinstance(v, dict) and "dtype" in v:
-            v["dtype"] = "BF16"
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    path.write_bytes(len(blob).to_bytes(8, "little") + blob + raw[8 + n:])
+    state = {n.replace("transformer.", ""): a for n, a in model.state_dict().items()}
+    save_safetensors(tmp_path / "model.safetensors", state, dtypes={n: "BF16" for n in state})
     ck.write_json(tmp_path / "config.json", model.config.to_hf_dict())
     loaded = tr.GPT.from_pretrained(tmp_path)
     w = loaded.transformer.wte.weight.data
-    np.testing.assert_allclose(w, model.transformer.wte.weight.data, rtol=1e-2, atol=1e-3)
-
-
-def test_truncated_and_corrupt_files(tmp_path, model):
-    model.save_pretrained(tmp_path)
-    path = tmp_path / "model.safetensors"
-    good = path.read_bytes()
-    path.write_bytes(good[:-100])
-    with pytest.raises(CheckpointError, match=r"model.safetensors: tensor '.*' .*truncated"):
-        tr.GPT.from_pretrained(tmp_path)
-    path.write_bytes(b"\xff" * 4)
-    with pytest.raises(CheckpointError, match="too short"):
-        tr.GPT.from_pretrained(tmp_path)
-    path.write_bytes((10 ** 12).to_bytes(8, "little") + b"{}")
-    with pytest.raises(CheckpointError, match="header length"):
-        tr.GPT.from_pretrained(tmp_path)
-    path.write_bytes((4).to_bytes(8, "little") + b"{{{{")
-    with pytest.raises(CheckpointError, match="corrupt safetensors header"):
-        tr.GPT.from_pretrained(tmp_path)
+    # bf16 keeps 8 significant bits (7 stored): rounding moves a value by at most half a unit
+    # in the last place, 2**-8 of it
+    np.testing.assert_allclose(w, model.transformer.wte.weight.data, rtol=2 ** -8, atol=0)
 
 
 def test_mismatched_and_missing_tensors(tmp_path, model):
@@ -154,7 +112,7 @@ def test_mismatched_and_missing_tensors(tmp_path, model):
     with pytest.raises(CheckpointError, match="config.json: not valid JSON"):
         tr.GPT.from_pretrained(tmp_path)
     os.remove(tmp_path / "config.json")
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=r"neither a model directory \(config.json\)"):
         tr.GPT.from_pretrained(tmp_path)
 
 

@@ -11,11 +11,12 @@ import pytest
 
 import tinyroots as tr
 from tinyroots import checkpoint as ck
-from tinyroots import modify
+from tinyroots.finetune import modify
 from tinyroots.finetune import FinetuneConfig, finetune, load_classifier, predict
 from tinyroots.finetune.data import IGNORE, chat_ids
 from tinyroots.finetune.sft import ChatTask
-from tinyroots.generate import load_model_and_tokenizer
+from tinyroots.checkpoint import load_model_and_tokenizer
+from tinyroots.safetensors import load_safetensors
 from tinyroots.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -134,7 +135,7 @@ def test_classify_learns_and_saves_a_hugging_face_layout(pretrained, classify_da
     config = json.loads((tmp_path / "best" / "config.json").read_text())
     assert config["architectures"] == ["GPT2ForSequenceClassification"]
     assert config["id2label"] == {"0": "animal", "1": "fruit", "2": "tool"}
-    arrays, _ = ck.load_safetensors(tmp_path / "best" / "model.safetensors")
+    arrays, _ = load_safetensors(tmp_path / "best" / "model.safetensors")
     assert arrays["score.weight"].shape == (3, 32)
 
     model, tok, labels, pad_id = load_classifier(str(tmp_path))
@@ -190,7 +191,7 @@ def test_lora_classify_trains_a_few_percent_and_saves_the_adapter(pretrained, cl
 
 def test_head_only_and_frozen_blocks_leave_frozen_weights_untouched(pretrained, classify_data,
                                                                     tmp_path):
-    before = ck.load_safetensors(os.path.join(pretrained, "best", "model.safetensors"))[0]
+    before = load_safetensors(os.path.join(pretrained, "best", "model.safetensors"))[0]
     run = finetune(cfg("classify", pretrained, classify_data, tmp_path / "h", head_only=True,
                        max_steps=5, save=False), out=quiet)
     assert run.metrics["trainable_params"] == 3 * 32
@@ -278,7 +279,7 @@ def test_chat_finetune_adds_tokens_resizes_and_saves_them(pretrained, chat_data,
 
 def test_lora_chat_trains_only_new_token_rows_of_the_embeddings(pretrained, chat_data,
                                                                 tmp_path):
-    before = ck.load_safetensors(os.path.join(pretrained, "best", "model.safetensors"))[0]
+    before = load_safetensors(os.path.join(pretrained, "best", "model.safetensors"))[0]
     old = before["transformer.wte.weight"]
     run = finetune(cfg("chat", pretrained, chat_data, tmp_path, lora_rank=4,
                        learning_rate=1e-2, max_steps=10), out=quiet)

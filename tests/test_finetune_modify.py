@@ -1,10 +1,10 @@
-"""tinyroots.modify: vocabulary, context, depth, freezing -- and what each keeps unchanged."""
+"""tinyroots.finetune.modify: vocabulary, context, depth, freezing -- and what each keeps."""
 
 import numpy as np
 import pytest
 
 import tinyroots as tr
-from tinyroots import modify
+from tinyroots.finetune import modify
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -8,7 +8,7 @@ from test_finetune import make_pretrained, make_text, write_jsonl
 
 from tinyroots.config import ConfigError, load_saved_config
 from tinyroots.finetune import FinetuneConfig
-from tinyroots.tune import TuneConfig, trials_of, tune
+from tinyroots.finetune.tune import TuneConfig, trials_of, tune
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

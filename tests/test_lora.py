@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import tinyroots as tr
-from tinyroots import modify, ops
+from tinyroots import ops
+from tinyroots.finetune import modify
 from tinyroots.nn import Linear, LoRALinear
 from tinyroots.tensor import Tensor
 
@@ -199,7 +200,7 @@ def test_adapter_save_and_load_round_trip(tmp_path):
     cfg = tr.checkpoint.read_json(tmp_path / "adapter_config.json")
     assert cfg["r"] == 3 and cfg["lora_alpha"] == 6.0 and cfg["peft_type"] == "LORA"
     assert sorted(cfg["target_modules"]) == sorted(modify.LORA_TARGETS["all"])
-    arrays, _ = tr.checkpoint.load_safetensors(tmp_path / "adapter_model.safetensors")
+    arrays, _ = tr.safetensors.load_safetensors(tmp_path / "adapter_model.safetensors")
     key = "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight"
     assert arrays[key].shape == (3, 16)                      # PEFT layout: (r, in)
     assert not any("lora" in k for k in base_state)          # the base has no adapter weights

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from tinyroots import generate as gen
+from tinyroots import checkpoint as ck
 from tinyroots.train import PRESETS, TrainConfig, train
 
 TINY = {k: v for k, v in PRESETS["tiny"].items() if not k.startswith("_")}
@@ -256,7 +256,7 @@ def test_generate_cli_every_option(trained, tmp_path):
 
 def test_generate_cached_equals_uncached_on_trained_model(trained):
     cfg = gen.GenerateConfig(checkpoint=str(trained), max_new_tokens=40, seed=4, stream=False)
-    model, tok, _ = gen.load_model_and_tokenizer(str(trained))
+    model, tok, _ = ck.load_model_and_tokenizer(str(trained))
     ids = tok.encode("ROMEO:")
     a = list(gen.generate_text(model, tok, cfg, ids))
     b = list(gen.generate_text(model, tok, dataclasses.replace(cfg, use_cache=False), ids))

@@ -12,7 +12,7 @@ nn.py and model.py.
 
 __version__ = "0.1.0"
 
-from . import kernels, ops, optim  # noqa: F401  (re-exported modules)
+from . import checkpoint, kernels, ops, optim  # noqa: F401  (re-exported modules)
 from .kernels import get_num_threads, set_num_threads  # noqa: F401
 from .model import GPT, GPTConfig, ModelOutput  # noqa: F401
 from .nn import Module, Parameter  # noqa: F401

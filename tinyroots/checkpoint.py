@@ -8,35 +8,31 @@ A checkpoint is a directory:
     trainer_state.json        training progress (step, losses, RNG state, config), for resume
     optimizer.safetensors     the optimizer's moment arrays, for resume
 
-Nothing is ever pickled: a checkpoint from a stranger is data, it cannot run code. safetensors is
-a tiny format -- 8 bytes of header length, a JSON header, then raw little-endian arrays -- so
-this module reads and writes it itself; loading memory-maps the file, so a 500 MB model costs
-no copy until its weights are written to.
+Nothing is ever pickled: a checkpoint from a stranger is data, it cannot run code. The
+safetensors format itself is safetensors.py (which knows no model); loading memory-maps the
+file, so a 500 MB model costs no copy until its weights are written to.
+
+This is the one place that turns a name into a model and its tokenizer: a model directory, a
+run directory (its best/ or last/), or a hub id found in the local Hugging Face cache (hub.py).
+GPT.from_pretrained and GPT.save_pretrained (model.py, a layer below) call into this module
+through the two functions registered at the bottom of this file.
 
 Every file is written to a temporary name in the same directory and renamed into place
 (os.replace is atomic), so a crash or Ctrl-C mid-save leaves the previous checkpoint intact.
 """
 
-import json
 import os
-import struct
 
 import numpy as np
 
-from .fileio import atomic_write, write_json  # noqa: F401  (re-exported)
+from . import hub
+from . import model as model_module
 from .fileio import read_json as _read_json
+from .fileio import require_types, write_json
 from .model import GPT, GPTConfig
 from .nn import skip_init
-
-SAFETENSORS_DTYPES = {
-    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
-    "BF16": np.dtype("<u2"),  # bfloat16: the upper half of a float32, widened on load
-    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"), "U64": np.dtype("<u8"), "U32": np.dtype("<u4"),
-    "U16": np.dtype("<u2"), "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
-}
-_NAME_OF_DTYPE = {np.dtype(v).str: k for k, v in SAFETENSORS_DTYPES.items() if k != "BF16"}
-MAX_HEADER = 100 * 1024 * 1024
+from .safetensors import SafetensorsError, load_safetensors, save_safetensors
+from .tokenizer import load_tokenizer
 
 
 class CheckpointError(ValueError):
@@ -47,90 +43,12 @@ def read_json(path, what="file"):
     return _read_json(path, what, error=CheckpointError)
 
 
-# ---------------------------------------------------------------------------------------------
-# safetensors
-
-
-def save_safetensors(path, tensors, metadata=None):
-    """Write {name: array} as a safetensors file, atomically. Arrays are written in order."""
-    header, offset, arrays = {}, 0, []
-    for name, arr in tensors.items():
-        a = np.ascontiguousarray(arr)
-        if a.dtype.byteorder == ">":
-            a = a.astype(a.dtype.newbyteorder("<"))
-        key = _NAME_OF_DTYPE.get(a.dtype.str)
-        if key is None:
-            raise TypeError(f"save_safetensors: tensor '{name}' has unsupported dtype {a.dtype}")
-        header[name] = {"dtype": key, "shape": list(a.shape),
-                        "data_offsets": [offset, offset + a.nbytes]}
-        offset += a.nbytes
-        arrays.append(a)
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)  # pad so the data starts 8-byte aligned
-    with atomic_write(path) as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for a in arrays:
-            f.write(memoryview(a.reshape(-1)).cast("B") if a.size else b"")
-
-
-def load_safetensors(path, mmap=True, writeable=True):
-    """Read a safetensors file -> (dict name -> np.ndarray, metadata dict).
-
-    With mmap=True the arrays are views of a copy-on-write memory map: nothing is read until
-    used, and writing to an array (training) copies only the pages written, never the file.
-    Every header entry is checked against the file, so a truncated or corrupt file raises a
-    CheckpointError naming the file and the tensor instead of returning garbage.
-    """
+def read_tensors(path, **kwargs):
+    """load_safetensors, its format errors raised as CheckpointError (same message)."""
     try:
-        size = os.path.getsize(path)
-    except OSError:
-        raise CheckpointError(f"{path}: file not found") from None
-    with open(path, "rb") as f:
-        if size < 8:
-            raise CheckpointError(f"{path}: too short to be a safetensors file ({size} bytes)")
-        (n,) = struct.unpack("<Q", f.read(8))
-        if n > min(size - 8, MAX_HEADER):
-            raise CheckpointError(f"{path}: header length {n} does not fit the file "
-                                  f"({size} bytes) -- truncated or not a safetensors file")
-        try:
-            header = json.loads(f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{path}: corrupt safetensors header ({exc})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
-    metadata = header.pop("__metadata__", None) or {}
-    start, data_size = 8 + n, size - 8 - n
-    if mmap and size > 0:
-        buf = np.memmap(path, dtype=np.uint8, mode="c" if writeable else "r")
-    else:
-        with open(path, "rb") as f:
-            buf = np.frombuffer(f.read(), dtype=np.uint8)
-    out, covered = {}, 0
-    for name, info in header.items():
-        try:
-            dtype = SAFETENSORS_DTYPES[info["dtype"]]
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: tensor '{name}' has a malformed header entry "
-                                  f"{info!r}") from None
-        count = int(np.prod(shape)) if shape else 1
-        if min(shape, default=0) < 0 or not 0 <= begin <= end <= data_size \
-                or end - begin != count * dtype.itemsize:
-            raise CheckpointError(f"{path}: tensor '{name}' (shape {shape}, {info['dtype']}) "
-                                  f"points at bytes {begin}..{end} of a {data_size}-byte data "
-                                  "section -- the file is truncated or corrupt")
-        arr = buf[start + begin:start + end].view(dtype).reshape(shape)
-        if info["dtype"] == "BF16":
-            arr = (arr.astype(np.uint32) << 16).view(np.float32)
-        out[name] = np.asarray(arr)  # a plain ndarray view; it keeps the map alive
-        covered += end - begin
-    if covered > data_size:
-        raise CheckpointError(f"{path}: tensors overlap in the data section -- corrupt file")
-    return out, metadata
+        return load_safetensors(path, **kwargs)
+    except SafetensorsError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,13 +96,31 @@ def _hf_state_dict(model):
     return state
 
 
+# the types config.json keys must have (GPTConfig.from_hf_dict converts them; a float n_layer
+# or a string "tinyroots" must be refused here rather than truncated or crash there)
+_NUMBER = (int, float)
+_CONFIG_TYPES = {
+    **{k: int for k in ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions", "n_ctx")},
+    "n_inner": (int, type(None)), "tinyroots": dict, "model_type": str,
+    "activation_function": str, "layer_norm_epsilon": _NUMBER, "initializer_range": _NUMBER,
+    **{k: (*_NUMBER, type(None)) for k in ("resid_pdrop", "embd_pdrop", "attn_pdrop")},
+    "bos_token_id": (int, type(None)), "eos_token_id": (int, list, type(None)),
+}
+
+
 def load_config(path):
-    """GPTConfig from ``path``/config.json."""
+    """GPTConfig from ``path``/config.json; a key of the wrong type names the file and key."""
     cfg_path = os.path.join(path, CONFIG_NAME)
     if not os.path.isfile(cfg_path):
         raise CheckpointError(f"{path}: no {CONFIG_NAME} -- not a model directory (expected "
                               f"{CONFIG_NAME} and {WEIGHTS_NAME}, as save_pretrained writes)")
-    return GPTConfig.from_hf_dict(read_json(cfg_path, CONFIG_NAME), source=cfg_path)
+    d = require_types(read_json(cfg_path, CONFIG_NAME), cfg_path, _CONFIG_TYPES, CheckpointError)
+    require_types(d.get("tinyroots", {}), f"{cfg_path}: 'tinyroots'", {"bias": bool},
+                  CheckpointError)
+    try:
+        return GPTConfig.from_hf_dict(d, source=cfg_path)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def load_weights(path):
@@ -192,16 +128,20 @@ def load_weights(path):
     single = os.path.join(path, WEIGHTS_NAME)
     index = os.path.join(path, WEIGHTS_INDEX_NAME)
     if os.path.isfile(single):
-        return {name: (arr, single) for name, arr in load_safetensors(single)[0].items()}
+        return {name: (arr, single) for name, arr in read_tensors(single)[0].items()}
     if os.path.isfile(index):
         meta = read_json(index, WEIGHTS_INDEX_NAME)
         weight_map = meta.get("weight_map") if isinstance(meta, dict) else None
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index}: no 'weight_map' object")
+        bad = next((k for k, v in weight_map.items() if not isinstance(v, str)), None)
+        if bad is not None:
+            raise CheckpointError(f"{index}: weight_map['{bad}'] is {weight_map[bad]!r}, "
+                                  "expected the file name of a shard")
         out = {}
         for shard in sorted(set(weight_map.values())):
             shard_path = os.path.join(path, os.path.basename(shard))
-            for name, arr in load_safetensors(shard_path)[0].items():
+            for name, arr in read_tensors(shard_path)[0].items():
                 out[name] = (arr, shard_path)
         missing = [n for n in weight_map if n not in out]
         if missing:
@@ -236,28 +176,16 @@ _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
 
 def load_pretrained(path, model_class=GPT, mmap=True):
-    """Build a model from a checkpoint directory; every tensor is checked by name and shape."""
-    path = os.fspath(path)
-    if not os.path.isdir(path):
-        from .hub import resolve_model_dir  # a hub name such as 'gpt2', from the local cache
-        path = resolve_model_dir(path)
+    """Build a model from a checkpoint directory (or a run directory, or a cached hub id);
+    every tensor is checked by name and shape. Returned in eval mode, as transformers does:
+    call .train() before training it (dropout is on only then)."""
+    path = resolve_model_dir(path)
     config = load_config(path)
     weights = load_weights(path)
     with skip_init():            # every parameter is about to be replaced by the file's
         model = model_class(config)
     params = dict(model.named_parameters())
-    found = {}
-    for name, (arr, file) in weights.items():
-        key = _canonical(name)
-        if key in params:
-            found[key] = (arr, file)
-        elif key == "lm_head.weight" or key.endswith(_IGNORED_SUFFIXES):
-            continue
-        elif not config.bias and key.endswith(".bias"):
-            continue  # the zeros save_pretrained writes for bias-free models
-        else:
-            raise CheckpointError(f"{file}: unexpected tensor '{name}' -- not a parameter of a "
-                                  f"GPT-2 with this config ({config.n_layer} layers)")
+    found = _match_parameters(weights, params, config)
     for key, p in params.items():
         if key not in found:
             raise CheckpointError(f"{path}: tensor '{key}' (shape {p.shape}) is missing from "
@@ -273,7 +201,70 @@ def load_pretrained(path, model_class=GPT, mmap=True):
             p.data = arr  # a copy-on-write view of the file: no copy until written
         else:
             p.data = np.ascontiguousarray(arr, dtype=np.float32)
-    return model
+    return model.eval()
+
+
+def _match_parameters(weights, params, config):
+    """{file's name: (array, file)} -> {parameter name: (array, file)}, dropping the buffers
+    and zero biases GPT-2 files carry; a tensor that fits no parameter is an error."""
+    found = {}
+    for name, (arr, file) in weights.items():
+        key = _canonical(name)
+        if key in params:
+            found[key] = (arr, file)
+        elif key == "lm_head.weight" or key.endswith(_IGNORED_SUFFIXES):
+            continue
+        elif not config.bias and key.endswith(".bias"):
+            continue  # the zeros save_pretrained writes for bias-free models
+        else:
+            raise CheckpointError(f"{file}: unexpected tensor '{name}' -- not a parameter of a "
+                                  f"GPT-2 with this config ({config.n_layer} layers)")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# names -> directories -> a model and its tokenizer
+
+
+def resolve_model_dir(path, which="best", required=(CONFIG_NAME,)):
+    """The directory a name stands for:
+
+        a model directory (config.json)     -> itself
+        a run directory (best/, last/)      -> its best/ (or last/ with which="last"; the other
+                                               one, or a .old copy left by an interrupted save,
+                                               when that is all there is)
+        a hub id ('gpt2', 'owner/name')     -> its snapshot in the local Hugging Face cache
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        if all(os.path.isfile(os.path.join(path, r)) for r in required):
+            return path
+        order = (which, "last" if which == "best" else "best")
+        for name in order:
+            for candidate in (os.path.join(path, name), os.path.join(path, name + ".old")):
+                if os.path.isfile(os.path.join(candidate, CONFIG_NAME)):
+                    return candidate
+        raise CheckpointError(f"{path}: neither a model directory ({CONFIG_NAME}) nor a run "
+                              "directory with best/ or last/ checkpoints")
+    if os.path.exists(path):
+        raise CheckpointError(f"{path}: a file; expected a model directory (config.json + "
+                              "model.safetensors) or a run directory")
+    if not hub.looks_like_repo_id(path):
+        raise FileNotFoundError(f"{path}: no such directory (expected a model directory with "
+                                "config.json + model.safetensors, or a run directory of "
+                                "python -m tinyroots.train)")
+    return hub.cached_snapshot(path, required)
+
+
+def load_model_and_tokenizer(path, which="best"):
+    """(model in eval mode, tokenizer, directory) from a run or model directory, or a hub id."""
+    path = resolve_model_dir(path, which)
+    model = GPT.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the "
+                              f"model only {model.config.vocab_size}")
+    return model, tokenizer, path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,9 +285,14 @@ def save_training_state(path, optimizer, state):
 def load_training_state(path, optimizer):
     """Restore the optimizer in place and return the JSON state dict saved with it."""
     state = read_json(os.path.join(path, TRAINER_STATE_NAME), TRAINER_STATE_NAME)
-    arrays, _ = load_safetensors(os.path.join(path, OPTIMIZER_NAME), mmap=False)
+    arrays, _ = read_tensors(os.path.join(path, OPTIMIZER_NAME), mmap=False)
     try:
         optimizer.load_state_dict(arrays, state["optimizer"])
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{os.path.join(path, OPTIMIZER_NAME)}: {exc}") from None
     return state
+
+
+# GPT.from_pretrained / GPT.save_pretrained are these two functions. model.py sits below this
+# module and must not import it (that would be a cycle), so this module hands them over.
+model_module.register_checkpoint_io(load=load_pretrained, save=save_pretrained)

@@ -11,7 +11,6 @@ weights are used, or ``last/`` with ``--which last``) or any model directory wit
 model.safetensors and tokenizer files (including Hugging Face GPT-2 directories).
 """
 
-import os
 import sys
 from dataclasses import dataclass
 from typing import Optional
@@ -19,7 +18,9 @@ from typing import Optional
 import numpy as np
 
 from . import kernels
+from .checkpoint import load_model_and_tokenizer
 from .config import ConfigError, parse_config
+from .tokenizer import TextStreamer
 
 
 @dataclass
@@ -57,79 +58,6 @@ class GenerateConfig:
         if self.task not in ("complete", "translate"):
             raise ConfigError(f"GenerateConfig: 'task' must be complete or translate, got "
                               f"{self.task!r}")
-
-
-def resolve_model_dir(path, which="best"):
-    """A run directory -> its best/ (or last/) checkpoint; a model directory -> itself."""
-    from .checkpoint import CONFIG_NAME, CheckpointError
-    if os.path.isfile(os.path.join(path, CONFIG_NAME)):
-        return path
-    order = (which, "last" if which == "best" else "best")
-    for name in order:
-        for candidate in (os.path.join(path, name), os.path.join(path, name + ".old")):
-            if os.path.isfile(os.path.join(candidate, CONFIG_NAME)):
-                return candidate
-    if not os.path.exists(path):
-        raise CheckpointError(f"{path}: no such directory (train a model first: "
-                              "python -m tinyroots.train)")
-    raise CheckpointError(f"{path}: neither a model directory (config.json) nor a run directory "
-                          "with best/ or last/ checkpoints")
-
-
-def load_model_and_tokenizer(path, which="best"):
-    """(model, tokenizer, directory) from a run or model directory (or a cached hub name)."""
-    from .model import GPT
-    from .tokenizer import load_tokenizer
-    if os.path.isdir(path) or not _looks_like_hub_name(path):
-        path = resolve_model_dir(path, which)
-    else:
-        from .hub import resolve_model_dir as hub_dir
-        path = hub_dir(path)
-    model = GPT.from_pretrained(path)
-    tokenizer = load_tokenizer(path)
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
-                         f"only {model.config.vocab_size}")
-    return model.eval(), tokenizer, path
-
-
-def _looks_like_hub_name(path):
-    return not path.startswith((".", "/", "~")) and path.count("/") <= 1
-
-
-class TextStreamer:
-    """Prints decoded text as token ids arrive.
-
-    subtle: one character can span several byte-level tokens; until its last byte arrives the
-    partial text ends in U+FFFD, so a trailing replacement character is held back until the
-    next token (or the end) decides it.
-    """
-
-    def __init__(self, tokenizer, out=sys.stdout, skip_ids=()):
-        self.tokenizer = tokenizer
-        self.out = out
-        self.skip_ids = set(skip_ids)   # e.g. <|endoftext|>: it ends a sample, it is not text
-        self.ids = []
-        self.printed = 0
-
-    def put(self, ids):
-        token = int(np.asarray(ids).reshape(-1)[0])
-        if token in self.skip_ids:
-            return
-        self.ids.append(token)
-        text = self.tokenizer.decode(self.ids)
-        stable = text.rstrip("\ufffd")
-        if len(stable) > self.printed:
-            self.out.write(stable[self.printed:])
-            self.out.flush()
-            self.printed = len(stable)
-
-    def end(self):
-        text = self.tokenizer.decode(self.ids)
-        if len(text) > self.printed:
-            self.out.write(text[self.printed:])
-        self.out.write("\n")
-        self.out.flush()
 
 
 def read_prompt(cfg):

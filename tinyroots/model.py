@@ -564,15 +564,33 @@ class GPT(Module):
         return n
 
     def save_pretrained(self, path, **kwargs):
-        """Write config.json + model.safetensors (Hugging Face GPT-2 layout) atomically."""
-        from .checkpoint import save_pretrained
-        return save_pretrained(self, path, **kwargs)
+        """Write config.json + model.safetensors (Hugging Face GPT-2 layout) atomically:
+        checkpoint.save_pretrained does the work (see register_checkpoint_io)."""
+        return _checkpoint_io("save")(self, path, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path, **kwargs):
-        """Load a directory written by save_pretrained or by Hugging Face (safetensors)."""
-        from .checkpoint import load_pretrained
-        return load_pretrained(path, model_class=cls, **kwargs)
+        """Load a directory written by save_pretrained or by Hugging Face (safetensors), in
+        eval mode as transformers does: checkpoint.load_pretrained does the work."""
+        return _checkpoint_io("load")(path, model_class=cls, **kwargs)
+
+
+# Files are a layer above the model: checkpoint.py imports this module and registers its
+# load/save functions here when it is imported (`import tinyroots` imports it), so the model
+# never imports the checkpoint layer and there is no import cycle.
+_CHECKPOINT_IO = {}
+
+
+def register_checkpoint_io(load, save):
+    """Called once by checkpoint.py: the functions behind from_pretrained / save_pretrained."""
+    _CHECKPOINT_IO.update(load=load, save=save)
+
+
+def _checkpoint_io(kind):
+    if kind not in _CHECKPOINT_IO:
+        raise RuntimeError("GPT.from_pretrained/save_pretrained need tinyroots.checkpoint; "
+                           "import tinyroots (or tinyroots.checkpoint) first")
+    return _CHECKPOINT_IO[kind]
 
 
 def _inspection_record(output_attentions, output_hidden_states, kv_cache):

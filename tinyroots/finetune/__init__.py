@@ -40,16 +40,15 @@ tinyroots.chat`; a classifier loads with ``finetune.load_classifier(dir)``, and
 a data file.
 """
 
-import json
 import sys
-from dataclasses import dataclass
 
-from ..config import ConfigError, parse_config
+from ..config import parse_config
 from .classify import GPTClassifier, load_classifier, predict, save_classifier
 from .config import FinetuneConfig
 from .data import (CHAT_TOKENS, TRANSLATE_TOKENS, DataError, chat_ids, read_examples,
                    translation_ids, translation_prompt)
-from .loop import TASK_CLASSES, finetune
+from .evaluate import evaluate_checkpoint
+from .loop import finetune
 
 __all__ = [
     "CHAT_TOKENS", "TRANSLATE_TOKENS", "DataError", "FinetuneConfig", "GPTClassifier",
@@ -76,68 +75,4 @@ def main(argv=None):
     except (OSError, ValueError) as exc:          # DataError, CheckpointError, ConfigError...
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# `python -m tinyroots.evaluate`: score a fine-tuned checkpoint on a data file
-
-
-@dataclass
-class EvalConfig:
-    """Evaluate a fine-tuned checkpoint on a JSONL (or, for lm, text) file."""
-
-    checkpoint: str = ""               # fine-tuning run directory or checkpoint directory
-    task: str = "classify"             # classify, chat, translate or lm
-    data: str = ""                     # the data file, in the task's format
-    which: str = "best"                # in a run directory: best or last
-    bad_lines: str = "error"           # a malformed line: error or skip
-    batch_size: int = 16               # examples per forward pass (lm: windows)
-    bleu_examples: int = 0             # translate: pairs translated for BLEU; 0: all
-    max_new_tokens: int = 64           # translate: longest translation generated
-    num_threads: int = 0               # kernel threads; 0: default
-
-    def validate(self):
-        if self.task not in TASK_CLASSES:
-            raise ConfigError(f"EvalConfig: 'task' must be one of {', '.join(TASK_CLASSES)}, "
-                              f"got {self.task!r}")
-        for key in ("checkpoint", "data"):
-            if not getattr(self, key):
-                raise ConfigError(f"EvalConfig: '{key}' is required (--{key} ...)")
-
-
-def evaluate_checkpoint(argv=None, out=sys.stdout):
-    """The body of `python -m tinyroots.evaluate`: prints the metrics as JSON; returns 0/2."""
-    from .. import kernels
-    from ..evaluate import accuracy, macro_f1
-    cfg = parse_config(EvalConfig, argv, prog="python -m tinyroots.evaluate",
-                       description=EvalConfig.__doc__)
-    if cfg.num_threads:
-        kernels.set_num_threads(cfg.num_threads)
-    try:
-        examples, skipped = read_examples(cfg.data, cfg.task, cfg.bad_lines,
-                                          log=lambda m: print(m, file=sys.stderr))
-        if cfg.task == "classify":
-            model, tok, labels, pad_id = load_classifier(cfg.checkpoint)
-            preds = predict(model, tok, [ex["text"] for ex in examples], labels, pad_id,
-                            cfg.batch_size)
-            gold = [ex["label"] for ex in examples]
-            metrics = {"accuracy": accuracy(gold, preds), "f1": macro_f1(gold, preds),
-                       "n": len(examples)}
-        else:
-            from ..generate import load_model_and_tokenizer
-            gpt, tok, _ = load_model_and_tokenizer(cfg.checkpoint, cfg.which)
-            fcfg = FinetuneConfig(task=cfg.task, init=cfg.checkpoint, train=cfg.data,
-                                  val=cfg.data, batch_size=cfg.batch_size,
-                                  bleu_examples=cfg.bleu_examples or len(examples),
-                                  max_new_tokens=cfg.max_new_tokens, progress=False)
-            task = TASK_CLASSES[cfg.task](fcfg, tok, log=lambda m: None)
-            task.build(gpt, examples, examples)
-            metrics = task.evaluate(gpt.eval(), final=True)
-            metrics.pop("samples", None)
-        metrics["skipped_lines"] = [list(s) for s in skipped]
-    except (OSError, ValueError) as exc:
-        print(f"python -m tinyroots.evaluate: error: {exc}", file=sys.stderr)
-        return 2
-    out.write(json.dumps(metrics, indent=2) + "\n")
     return 0

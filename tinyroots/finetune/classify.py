@@ -29,12 +29,13 @@ import numpy as np
 
 from .. import checkpoint as ck
 from .. import ops
-from ..evaluate import accuracy, f1_per_class, macro_f1
+from ..metrics import accuracy, f1_per_class, macro_f1
 from ..fileio import write_json
 from ..model import GPT, ModelOutput
-from ..modify import ExportView
+from .modify import ExportView
 from ..nn import Module, Parameter, normal
 from ..tensor import no_grad
+from ..tokenizer import load_tokenizer
 from .data import DataError, encode_text, pad_batch
 from .task import Task, chunks
 
@@ -217,9 +218,7 @@ def save_classifier(module, path, tokenizer, labels, pad_id, export=None):
 def load_classifier(path):
     """(GPTClassifier, tokenizer, labels, pad_id) from a directory save_classifier wrote (or a
     fine-tuning run directory holding one in best/)."""
-    from ..generate import resolve_model_dir
-    from ..tokenizer import load_tokenizer
-    path = resolve_model_dir(path)
+    path = ck.resolve_model_dir(path)
     meta = ck.read_json(os.path.join(path, LABELS_NAME), LABELS_NAME)
     try:
         labels, pooling, pad_id = meta["labels"], meta["pooling"], int(meta["pad_token_id"])

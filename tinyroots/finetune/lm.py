@@ -14,7 +14,7 @@ fine-tuning.
 
 import numpy as np
 
-from ..evaluate import perplexity
+from ..metrics import perplexity
 from ..tensor import no_grad
 from ..train import Batcher
 from .data import DataError

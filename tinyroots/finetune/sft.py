@@ -21,8 +21,8 @@ python -m tinyroots.chat and python -m tinyroots.generate --task translate load 
 import numpy as np
 
 from .. import checkpoint as ck
-from ..evaluate import bleu, perplexity
-from ..modify import ExportView
+from ..metrics import bleu, perplexity
+from .modify import ExportView
 from ..tensor import no_grad
 from .data import (CHAT_TOKENS, IGNORE, TRANSLATE_TOKENS, DataError, chat_ids, pad_batch,
                    translation_ids)

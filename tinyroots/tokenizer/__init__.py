@@ -30,6 +30,7 @@ The package, in reading order:
     formats.py     the files: GPT-2's vocab.json + merges.txt, Hugging Face's configs and
                    tokenizer.json
     char.py        CharTokenizer, one token per character
+    streamer.py    TextStreamer: print text as generated ids arrive
 
     tok = Tokenizer.train("tinyshakespeare.txt", vocab_size=4096)
     ids = tok.encode("To be, or not to be")        # list of ints
@@ -44,10 +45,11 @@ from . import formats
 from .bpe import GPT2_SPLIT_PATTERN, bytes_to_unicode
 from .char import CharTokenizer
 from .formats import TokenizerFileError
+from .streamer import TextStreamer
 from .tokenizer import ENDOFTEXT, Tokenizer
 
-__all__ = ["CharTokenizer", "ENDOFTEXT", "GPT2Tokenizer", "GPT2_SPLIT_PATTERN", "Tokenizer",
-           "TokenizerFileError", "bytes_to_unicode", "load_tokenizer"]
+__all__ = ["CharTokenizer", "ENDOFTEXT", "GPT2Tokenizer", "GPT2_SPLIT_PATTERN", "TextStreamer",
+           "Tokenizer", "TokenizerFileError", "bytes_to_unicode", "load_tokenizer"]
 
 
 def load_tokenizer(folder):

@@ -402,19 +402,42 @@ def _bpe_python(word, byte_ids, ranks):
         b"hello" -> [h, e, l, l, o] -> [h, e, ll, o] -> [he, ll, o] -> [hell, o] -> [hello]
     (Merging one pair at a time like this gives what GPT-2's encoder.py gives, and what
     Hugging Face and tiktoken give.)
+
+    Rescanning the whole word for its best pair after every merge costs O(n) per merge, O(n^2)
+    per word: a single "word" of 16,000 emoji took minutes. So the tokens are a linked list
+    (nxt, prv) and the candidate pairs wait in a heap keyed (rank, position), which pops the
+    lowest rank, leftmost first, exactly as the scan would choose: O(n log n).
+    subtle: merging changes pairs the heap already holds. They are not removed; a popped pair
+    is used only if both tokens are still there and still the same ids (lazy deletion).
     """
     ids = [byte_ids[b] for b in word]
-    while len(ids) > 1:
-        best = None
-        for k in range(len(ids) - 1):
-            r = ranks.get((ids[k], ids[k + 1]))
-            if r is not None and (best is None or r[0] < best[0]):
-                best = (r[0], k, r[1])
-        if best is None:
-            break
-        _, k, new_id = best
-        ids[k:k + 2] = [new_id]
-    return ids
+    n = len(ids)
+    nxt = list(range(1, n + 1))              # nxt[i]: the token after token i (n: none)
+    prv = list(range(-1, n - 1))             # prv[i]: the token before token i (-1: none)
+
+    def pair(i):
+        """(rank, i, left id, right id, new id) for the pair that starts at token i, or None."""
+        if i < 0 or nxt[i] >= n:
+            return None
+        r = ranks.get((ids[i], ids[nxt[i]]))
+        return None if r is None else (r[0], i, ids[i], ids[nxt[i]], r[1])
+
+    heap = [p for p in map(pair, range(n - 1)) if p is not None]
+    heapq.heapify(heap)
+    while heap:
+        _, i, a, b, new_id = heapq.heappop(heap)
+        j = nxt[i]
+        if ids[i] != a or j >= n or ids[j] != b:
+            continue                          # stale: one of the two was merged meanwhile
+        ids[i], ids[j] = new_id, None         # token j disappears into token i
+        nxt[i] = nxt[j]
+        if nxt[i] < n:
+            prv[nxt[i]] = i
+        for k in (prv[i], i):                 # the two pairs the new token now belongs to
+            p = pair(k)
+            if p is not None:
+                heapq.heappush(heap, p)
+    return [t for t in ids if t is not None]
 
 
 def _count_words_compiled(chunks, specials, num_threads):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tinyroots.evaluate import (accuracy, bleu_stats, confusion_matrix, corpus_bleu,
+from tinyroots.metrics import (accuracy, bleu_stats, confusion_matrix, corpus_bleu,
                                 f1_per_class, macro_f1, perplexity, sentence_bleu,
                                 tokenize_13a)
 

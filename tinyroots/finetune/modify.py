@@ -29,10 +29,12 @@ import os
 
 import numpy as np
 
-from .checkpoint import CheckpointError, load_safetensors, read_json, save_safetensors, write_json
-from .model import Block
-from .nn import Dropout, LoRALinear, Parameter, normal
-from .random import generator
+from ..checkpoint import CheckpointError, read_json
+from ..fileio import write_json
+from ..model import Block
+from ..nn import Dropout, LoRALinear, Parameter, normal
+from ..random import generator
+from ..safetensors import load_safetensors, save_safetensors
 
 # ---------------------------------------------------------------------------------------------
 # counting and freezing
