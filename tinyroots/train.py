@@ -27,12 +27,12 @@ from typing import Optional
 import numpy as np
 
 from . import checkpoint as ck
-from . import kernels, optim
+from . import distributed, kernels, optim
 from . import random as trandom
-from .config import ConfigError, load_saved_config, parse_config, run_command, save_config
+from .config import ConfigError, load_saved_config, parse_config, save_config
 from .fileio import write_json
 from .model import GPT, GPTConfig
-from .training import (Batcher, Hooks, LoopSettings, MetricsLog, ResumeError,
+from .training import (Batcher, LoopSettings, MetricsLog, ResumeError,
                        Trainer, load_training_state, log_to_stderr, mean_loss,
                        save_training_state)
 
@@ -87,6 +87,9 @@ class TrainConfig:
     overwrite: bool = False            # replace a run already in out_dir (else: an error)
     seed: int = 1337                   # seeds initialisation, batches and dropout
     num_threads: int = 0               # kernel threads; 0: OMP_NUM_THREADS or all cores
+    # several processes (mpiexec -n N python -m tinyroots.train ...)
+    zero: int = 0                      # 1: ZeRO-1, each process keeps 1/N of AdamW's moments
+    bucket_mb: float = 25.0            # gradients travel in buckets of about this many MB
     sample_tokens: int = 200           # tokens to generate at the end; 0 skips the sample
     sample_prompt: str = "ROMEO:"      # prompt for the final sample
     progress: bool = True              # show a progress bar
@@ -295,7 +298,8 @@ def resume_config(cfg, explicit):
     if not os.path.isfile(path):
         return cfg                 # train() says there is nothing to resume
     saved = load_saved_config(TrainConfig, path)
-    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in explicit}, resume=True)
+    flags = {k: getattr(cfg, k) for k in explicit if k != "resume"}
+    return dataclasses.replace(saved, **flags, resume=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,15 +387,21 @@ def build_model(cfg, tokenizer, log):
 def start_run(cfg, log):
     """Check the run directory, seed, read the data, build or load the model.
     -> (corpus, tokenizer, model, the checkpoint to resume from or None)"""
-    if cfg.resume:
-        check_resume_config(cfg)
-    prepare_run_dir(cfg)
-    resume_dir = find_checkpoint(cfg.out_dir, "last") if cfg.resume else None
-    if cfg.resume and resume_dir is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {cfg.out_dir}/last to resume from")
-    save_config(cfg, os.path.join(cfg.out_dir, "train_config.json"))
-    trandom.manual_seed(cfg.seed)
-    corpus = prepare_data(cfg, log)
+    world = distributed.world()
+    with distributed.main_first(world):    # rank 0 writes the run directory and data caches
+        if cfg.resume:
+            check_resume_config(cfg)
+        if world.is_main:
+            prepare_run_dir(cfg)
+        resume_dir = find_checkpoint(cfg.out_dir, "last") if cfg.resume else None
+        if cfg.resume and resume_dir is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {cfg.out_dir}/last to resume "
+                                    "from")
+        if world.is_main:
+            save_config(cfg, os.path.join(cfg.out_dir, "train_config.json"))
+        trandom.manual_seed(cfg.seed)
+        corpus = prepare_data(cfg, log)
+    distributed.check_same(world, "data", distributed.data_fingerprint(corpus.train, corpus.val))
     tokenizer = corpus.tokenizer
     if resume_dir is not None:
         tokenizer = load_tokenizer_from(resume_dir)
@@ -412,12 +422,15 @@ def train(cfg, out=None, show=None, hooks=None):
     cfg.validate()
     log = out or log_to_stderr
     show = show or out or print
-    hooks = hooks or Hooks()
+    hooks = hooks or distributed.hooks_for(cfg)    # one process: Hooks(), the no-ops
+    if not hooks.is_main:
+        log = show = distributed.quiet             # rank 0 speaks for every process
     if cfg.num_threads:
         kernels.set_num_threads(cfg.num_threads)
     corpus, tokenizer, model, resume_dir = start_run(cfg, log)
     opt = optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2),
                       weight_decay=cfg.weight_decay)
+    hooks.attach(opt)
     sched = optim.WarmupCosine(opt, cfg.learning_rate, cfg.warmup_steps,
                                cfg.lr_decay_steps or cfg.max_steps, cfg.min_lr)
     job = PretrainJob(cfg, model, tokenizer, corpus, opt, hooks)
@@ -513,7 +526,8 @@ def plot_losses(history, path, log=print):
 
 
 def main(argv=None):
-    return run_command(PROG, _main, argv)
+    # one process: config.run_command; under mpiexec an error on any rank ends every rank
+    return distributed.run_command(PROG, _main, argv)
 
 
 def _main(argv):
