@@ -142,6 +142,41 @@ def test_linear_family():
     gradcheck(ops.linear_transposed, [x, wt])
 
 
+def test_residual_add_reuses_a_fresh_branch_output_and_nothing_else():
+    # x + proj(h) writes the sum into proj's fresh output (ops._plus) instead of a new array;
+    # the values and gradients must be those of a plain add, and an output anyone still holds
+    # must never be overwritten
+    x, w, b = t64(rng, 2, 3, 4), t64(rng, 4, 4), t64(rng, 4)
+    gradcheck(lambda x, w, b: x + ops.linear(x, w, b), [x, w, b])
+    h = ops.linear(x, w, b)
+    before = h.data.copy()
+    z = x + h                                        # h is named: a new array
+    np.testing.assert_array_equal(h.data, before)
+    np.testing.assert_array_equal(z.data, x.data + before)
+    kept = [ops.linear(x, w, b)]
+    z = x + kept[0]                                  # held by a list: a new array
+    assert not np.shares_memory(z.data, kept[0].data)
+    z = x + ops.tanh(ops.linear(x, w, b))            # tanh's backward reads its output
+    assert z._parents[1]._op == "tanh" and not np.shares_memory(z.data, z._parents[1].data)
+    if ops._TEMPORARY_REFS is not None:              # this Python tells temporaries apart
+        z = x + ops.linear(x, w, b)
+        assert np.shares_memory(z.data, z._parents[1].data)
+        np.testing.assert_array_equal(z.data, x.data + before)
+
+
+def test_block_reads_as_its_formula_and_lora_layers_still_train():
+    cfg = tr.GPTConfig(n_layer=1, n_head=2, n_embd=8, vocab_size=11, block_size=6)
+    model = tr.GPT(cfg)
+    block = model.transformer.h[0]
+    x = Tensor(rng.standard_normal((2, 5, 8)).astype(np.float32), requires_grad=True)
+    want = x.data + block.attn(block.ln_1(x)).data   # the formula, term by term
+    want = want + block.mlp(block.ln_2(Tensor(want))).data
+    np.testing.assert_allclose(block(x).data, want, rtol=1e-6, atol=1e-6)
+    block.mlp.c_fc = tr.nn.LoRALinear(block.mlp.c_fc, r=2)
+    block(x).sum().backward()
+    assert block.mlp.c_fc.lora_A.grad is not None and x.grad.shape == x.shape
+
+
 # ---------------------------------------------------------------------------------------------
 # GPT ops
 

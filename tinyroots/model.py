@@ -20,6 +20,7 @@ import numpy as np
 
 from . import kernels as K
 from . import ops
+from .ops import gelu
 from .nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList
 from .random import generator
 from .tensor import Tensor, no_grad
@@ -244,13 +245,13 @@ class CausalSelfAttention(Module):
         self.n_head = config.n_head
         self.attn_dropout = config.dropout
 
-    def forward(self, x, cache=None, layer=0, residual=None):
-        qkv = self.c_attn(x)                                               # (B, T, 3C)
+    def forward(self, x, cache=None, layer=0):
+        qkv = self.c_attn(x)                                               # (B, T, C) -> (B, T, 3C)
         if cache is None:
-            y = ops.attention(qkv, self.n_head, self.attn_dropout, self.training)  # (B, T, C)
+            y = ops.attention(qkv, self.n_head, self.attn_dropout, self.training)  # -> (B, T, C)
         else:
             y = Tensor(cache.attend(layer, qkv.data, self.n_head))         # inference only
-        return project(y, self.c_proj, self.resid_dropout, residual)
+        return self.resid_dropout(self.c_proj(y))                          # (B, T, C)
 
 
 class MLP(Module):
@@ -262,25 +263,9 @@ class MLP(Module):
                              std=config.initializer_range / math.sqrt(2 * config.n_layer))
         self.dropout = Dropout(config.dropout)
 
-    def forward(self, x, residual=None):
-        if type(self.c_fc) is Linear:   # the fused kernel writes pre-activation and GELU at once
-            h = ops.linear_gelu(x, self.c_fc.weight, self.c_fc.bias)      # (B, T, 4C)
-        else:                           # a wrapped layer (a LoRA adapter, say) runs as itself
-            h = ops.gelu(self.c_fc(x))
-        return project(h, self.c_proj, self.dropout, residual)            # (B, T, C)
-
-
-def project(h, proj, dropout, residual=None):
-    """dropout(proj(h)), plus the skip connection ``residual`` when one is given.
-
-    With a plain Linear and no active dropout, residual + h @ W + b is one fused kernel: the
-    add happens while the GEMM's output tile is still in registers, saving a pass over (B, T, C).
-    """
-    if residual is None:
-        return dropout(proj(h))
-    if type(proj) is Linear and not (dropout.training and dropout.p > 0):
-        return ops.linear_residual(h, proj.weight, proj.bias, residual)
-    return residual + dropout(proj(h))
+    def forward(self, x):
+        h = gelu(self.c_fc(x))                                             # (B, T, C) -> (B, T, 4C)
+        return self.dropout(self.c_proj(h))                                # -> (B, T, C)
 
 
 def attention_weights(qkv, n_head):
@@ -312,8 +297,8 @@ class Block(Module):
         self.mlp = MLP(config)
 
     def forward(self, x, cache=None, layer=0):
-        x = self.attn(self.ln_1(x), cache, layer, residual=x)              # x + attn(ln_1(x))
-        x = self.mlp(self.ln_2(x), residual=x)                             # x + mlp(ln_2(x))
+        x = x + self.attn(self.ln_1(x), cache, layer)                      # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))                                     # (B, T, C)
         return x
 
 

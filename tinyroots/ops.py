@@ -16,7 +16,10 @@ ShapeError / TypeError naming the op and the shapes, before any NumPy traceback 
 """
 
 import builtins
+import contextlib
+import contextvars
 import math
+import sys
 
 import numpy as np
 
@@ -51,6 +54,55 @@ def _pair(op, a, b):
         raise TypeError(f"{op}: dtype mismatch, {a.dtype} {a.shape} and {b.dtype} {b.shape}; "
                         "convert one of them first")
     return a, b
+
+
+# ---------------------------------------------------------------------------------------------
+# mixed precision: the linear ops' products in bfloat16
+#
+# Inside ``with autocast("bf16")`` the four linear ops (linear, linear_gelu, linear_residual,
+# linear_transposed) round both operands of each product, forward and backward, to bf16 and sum
+# in float32 (kernels.*_bf16; on AMX / AVX512-BF16 units that is several times the float32 rate).
+# Everything else stays float32, as mixed-precision training does it: the master weights and
+# their gradients (so the optimizer, its moments and weight decay see float32), layernorm and its
+# statistics, softmax and attention, GELU, cross-entropy, and every Tensor between the ops. An
+# op reads the setting when it runs forward; its backward makes the same choice. A weight stored
+# in bf16 (uint16 bits: a model loaded with dtype="bf16" for decoding) always multiplies in bf16.
+#
+# What the backward keeps: a linear op's input x (saved for dw = x^T @ g) is not copied to bf16
+# here, because the Tensor graph holds x's float32 array anyway (it is another op's output), and
+# a second, bf16 copy would add memory, not save it. The backward's product rounds x to bf16 as
+# it packs it, so the arithmetic is the same as storing it rounded.
+_DTYPES = ("fp32", "bf16")
+_GEMM_BF16 = contextvars.ContextVar("tinyroots_gemm_bf16", default=False)
+
+
+def check_dtype(dtype, name="dtype"):
+    """dtype if it is one tinyroots computes in ('fp32' or 'bf16'), else a ValueError."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, _DTYPES))}, got {dtype!r}")
+    return dtype
+
+
+@contextlib.contextmanager
+def autocast(dtype="bf16"):
+    """Run the linear ops' products in ``dtype`` ('bf16' or 'fp32') inside the block."""
+    token = _GEMM_BF16.set(check_dtype(dtype) == "bf16")
+    try:
+        yield
+    finally:
+        _GEMM_BF16.reset(token)
+
+
+def _bf16_gemm(w):
+    """True when the product with weight w runs in bf16: autocast, or w stored in bf16."""
+    return _GEMM_BF16.get() or w.dtype == np.uint16
+
+
+def _gemm_pair(op, x, w):
+    """_pair for the linear ops, which also take a weight stored as bf16 bits (uint16)."""
+    if isinstance(w, Tensor) and w.dtype == np.uint16:
+        return _as_tensor(x), w
+    return _pair(op, x, w)
 
 
 def _broadcast_error(op, a, b):
@@ -89,7 +141,11 @@ def add(a, b):
         out = a.data + b.data
     except ValueError:
         raise _broadcast_error("add", a, b) from None
+    return _sum_of(out, a, b)
 
+
+def _sum_of(out, a, b):
+    """The Tensor out = a + b, whatever buffer out is."""
     def backward(g):
         if a.requires_grad:
             a._accum(_unbroadcast(g, a.shape))
@@ -410,7 +466,7 @@ def linear(x, w, b=None):
 
     backward (with x flattened to (N, C)): dx = g @ w^T, dw = x^T @ g, db = sum_n g.
     """
-    x, w = _pair("linear", x, w)
+    x, w = _gemm_pair("linear", x, w)
     if w.ndim != 2 or x.shape[-1] != w.shape[0]:
         raise ShapeError(f"linear: input {x.shape} does not fit weight {w.shape} "
                          "(need x (..., C) and w (C, OC))")
@@ -420,11 +476,13 @@ def linear(x, w, b=None):
             raise ShapeError(f"linear: bias has shape {b.shape}, expected ({w.shape[1]},)")
     lead = x.shape[:-1]
     x2 = _rows(x.data)
-    out = kernels.linear_forward(x2, w.data, None if b is None else b.data)
+    bf16 = _bf16_gemm(w)
+    forward = kernels.linear_forward_bf16 if bf16 else kernels.linear_forward
+    out = forward(x2, w.data, None if b is None else b.data)
     out = out.reshape(*lead, w.shape[1])
 
     def backward(g):
-        _linear_backward(_rows(g), x, x2, w, b)
+        _linear_backward(_rows(g), x, x2, w, b, bf16)
 
     parents = (x, w) if b is None else (x, w, b)
     return Tensor._from_op(out, parents, backward, "linear")
@@ -436,7 +494,7 @@ def linear_residual(x, w, b, residual):
 
     x (..., C), w (C, OC), residual (..., OC). backward: dresidual = g, and linear's backward.
     """
-    x, w = _pair("linear_residual", x, w)
+    x, w = _gemm_pair("linear_residual", x, w)
     residual = _as_tensor(residual, like=x)
     if w.ndim != 2 or x.shape[-1] != w.shape[0] or residual.shape != x.shape[:-1] + w.shape[1:]:
         raise ShapeError(f"linear_residual: input {x.shape}, weight {w.shape} and residual "
@@ -444,28 +502,32 @@ def linear_residual(x, w, b, residual):
     if b is not None:
         b = _as_tensor(b, like=w)
     x2 = _rows(x.data)
-    out = kernels.linear_residual_forward(x2, w.data, None if b is None else b.data,
-                                    _rows(residual.data)).reshape(residual.shape)
+    bf16 = _bf16_gemm(w)
+    forward = kernels.linear_residual_forward_bf16 if bf16 else kernels.linear_residual_forward
+    out = forward(x2, w.data, None if b is None else b.data,
+                  _rows(residual.data)).reshape(residual.shape)
 
     def backward(g):
         residual._accum(g)
-        _linear_backward(_rows(g), x, x2, w, b)
+        _linear_backward(_rows(g), x, x2, w, b, bf16)
 
     parents = (x, w, residual) if b is None else (x, w, b, residual)
     return Tensor._from_op(out, parents, backward, "linear_residual")
 
 
-def _linear_backward(g2, x, x2, w, b):
+def _linear_backward(g2, x, x2, w, b, bf16=False):
     """The shared backward of linear and linear_gelu, given g2 = dL/d(x @ w + b) as (N, OC).
 
     A frozen weight (requires_grad False: fine-tuning with LoRA or frozen blocks) costs no
-    dw GEMM: only dx = g2 @ w^T is made.
+    dw GEMM: only dx = g2 @ w^T is made. bf16: the products in bf16, as the forward's were.
     """
     if w.requires_grad:
-        dx, dw, db = kernels.linear_backward(g2, x2, w.data, x.requires_grad)
+        backward = kernels.linear_backward_bf16 if bf16 else kernels.linear_backward
+        dx, dw, db = backward(g2, x2, w.data, x.requires_grad)
         w._accum(dw, owned=True)
     else:
-        dx = kernels.matmul_nt(g2, w.data) if x.requires_grad else None
+        matmul_nt = kernels.matmul_nt_bf16 if bf16 else kernels.matmul_nt
+        dx = matmul_nt(g2, w.data) if x.requires_grad else None
         db = g2.sum(axis=0) if b is not None and b.requires_grad else None
     if x.requires_grad:
         x._accum(dx.reshape(x.shape))
@@ -476,7 +538,7 @@ def _linear_backward(g2, x, x2, w, b):
 def linear_gelu(x, w, b=None):
     """Fused gelu(linear(x, w, b)), GPT-2's MLP expansion: one pass writes both the
     pre-activation (kept for backward) and the activation."""
-    x, w = _pair("linear_gelu", x, w)
+    x, w = _gemm_pair("linear_gelu", x, w)
     if w.ndim != 2 or x.shape[-1] != w.shape[0]:
         raise ShapeError(f"linear_gelu: input {x.shape} does not fit weight {w.shape}")
     if b is not None:
@@ -485,10 +547,12 @@ def linear_gelu(x, w, b=None):
             raise ShapeError(f"linear_gelu: bias has shape {b.shape}, expected ({w.shape[1]},)")
     lead = x.shape[:-1]
     x2 = _rows(x.data)
-    pre, out = kernels.linear_gelu_forward(x2, w.data, None if b is None else b.data)
+    bf16 = _bf16_gemm(w)
+    forward = kernels.linear_gelu_forward_bf16 if bf16 else kernels.linear_gelu_forward
+    pre, out = forward(x2, w.data, None if b is None else b.data)
 
     def backward(g):
-        _linear_backward(kernels.gelu_backward(_rows(g), pre), x, x2, w, b)
+        _linear_backward(kernels.gelu_backward(_rows(g), pre), x, x2, w, b, bf16)
 
     parents = (x, w) if b is None else (x, w, b)
     return Tensor._from_op(out.reshape(*lead, w.shape[1]), parents, backward, "linear_gelu")
@@ -501,20 +565,24 @@ def linear_transposed(x, w):
     the kernel reads wte as it is instead of materialising a (C, V) transposed copy.
     backward: dx = g @ w, dw = g^T @ x.
     """
-    x, w = _pair("linear_transposed", x, w)
+    x, w = _gemm_pair("linear_transposed", x, w)
     if w.ndim != 2 or x.shape[-1] != w.shape[1]:
         raise ShapeError(f"linear_transposed: input {x.shape} does not fit weight {w.shape} "
                          "(need x (..., C) and w (OC, C))")
     lead = x.shape[:-1]
     x2 = _rows(x.data)
-    out = kernels.matmul_nt(x2, w.data).reshape(*lead, w.shape[0])
+    bf16 = _bf16_gemm(w)
+    out = (kernels.matmul_nt_bf16 if bf16 else kernels.matmul_nt)(x2, w.data)
+    out = out.reshape(*lead, w.shape[0])
 
     def backward(g):
         g2 = _rows(g)
         if x.requires_grad:
-            x._accum(kernels.linear_forward(g2, w.data, None).reshape(x.shape))
+            forward = kernels.linear_forward_bf16 if bf16 else kernels.linear_forward
+            x._accum(forward(g2, w.data, None).reshape(x.shape))
         if w.requires_grad:
-            w._accum(kernels.matmul_tn(g2, x2), owned=True)
+            w._accum((kernels.matmul_tn_bf16 if bf16 else kernels.matmul_tn)(g2, x2),
+                     owned=True)
 
     return Tensor._from_op(out, (x, w), backward, "linear_transposed")
 
@@ -534,7 +602,10 @@ def embedding(weight, ids):
         bad = ids.max() if ids.max() >= V else ids.min()
         raise IndexError(f"embedding: id {int(bad)} is out of range for a table of {V} rows "
                          f"(valid ids are 0..{V - 1})")
-    out = kernels.embedding_forward(weight.data, ids)
+    if weight.dtype == np.uint16:  # a table stored in bf16 (decoding): widen the rows looked up
+        out = kernels.from_bf16(weight.data[ids])
+    else:
+        out = kernels.embedding_forward(weight.data, ids)
 
     def backward(g):
         into = weight._leaf_grad()
@@ -798,7 +869,52 @@ def _reflected(op):
     return lambda self, other: op(other, self)
 
 
-Tensor.__add__, Tensor.__radd__ = add, _reflected(add)
+# The ops whose backward never reads their own output, so that buffer may be overwritten.
+_OUTPUT_UNREAD = frozenset({"linear", "lora_linear", "dropout"})
+
+
+def _count_refs(t):
+    return sys.getrefcount(t)
+
+
+def _plus(self, other):
+    """``self + other``, written into other's buffer when other is a fresh output no one else
+    can see: the branch in ``x = x + attn(ln_1(x))``. The residual stream then needs no new
+    (B, T, C) array per branch (kept alive until backward), and the sum is the same, bit for bit.
+    This is NumPy's own trick for temporaries: a reference count that says nothing but the
+    expression holds the array (_TEMPORARY_REFS, measured below)."""
+    if (_TEMPORARY_REFS is not None and type(other) is Tensor and type(self) is Tensor
+            and other._op in _OUTPUT_UNREAD and _count_refs(other) <= _TEMPORARY_REFS
+            and other.shape == self.shape and other.dtype == self.dtype
+            and other.data.flags.writeable):
+        out = other.data
+        out += self.data
+        return _sum_of(out, self, other)
+    return add(self, other)
+
+
+def _temporary_refs():
+    """The reference count _plus sees for an operand that is a temporary, if a named variable
+    shows a larger one (else None: no elision). Measured, not assumed: Python versions differ
+    (3.14 lends references to locals without counting them)."""
+    seen = []
+
+    class Probe:
+        def __add__(self, other):
+            seen.append(_count_refs(other))
+
+    def make():
+        return Probe()
+
+    Probe() + make()                    # a temporary   # noqa: B018
+    named = make()
+    Probe() + named                     # a variable    # noqa: B018
+    return seen[0] if seen[0] < seen[1] else None
+
+
+_TEMPORARY_REFS = _temporary_refs()
+
+Tensor.__add__, Tensor.__radd__ = _plus, _reflected(add)
 Tensor.__sub__, Tensor.__rsub__ = sub, _reflected(sub)
 Tensor.__mul__, Tensor.__rmul__ = mul, _reflected(mul)
 Tensor.__truediv__, Tensor.__rtruediv__ = div, _reflected(div)
