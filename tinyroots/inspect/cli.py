@@ -182,7 +182,7 @@ def _jsonable(x):
 def inspect(args, out=sys.stdout):
     """Run one parsed command line; raises ValueError/OSError with a one-line message."""
     from .. import kernels
-    from ..generate import load_model_and_tokenizer
+    from ..checkpoint import load_model_and_tokenizer
     if args.num_threads:
         kernels.set_num_threads(args.num_threads)
     if args.out and args.command != "report" and not args.out.endswith(".png"):
