@@ -73,7 +73,10 @@ def test_clean_document_steps():
     bp = {line_key("Write to jane@example.com about it.")}
     out = clean_document(doc, cfg, boilerplate=bp)
     assert out["lines_removed"] == 1 and out["pii"] == {}
-    assert clean_document("tiny", cfg)["reason"] == "too_few_words"
+    assert out["lang"] == "en" and out["lang_score"] >= 0.8 and out["params"] == "en"
+    english = CleanConfig(language_id=False, languages=("en",))
+    assert clean_document("tiny", english)["reason"] == "too_few_words"
+    assert clean_document("tiny", cfg)["reason"] == "uncertain_language"
 
 
 # -- the whole run ----------------------------------------------------------------------------
@@ -83,10 +86,12 @@ def test_cli_end_to_end(corpus, tmp_path):
     out = tmp_path / "out"
     res = run_cli("clean", str(root / "part1.jsonl"), str(root / "nested"),
                   str(root / "part*.jsonl"), str(root / "legacy.txt"), "-o", str(out),
-                  "--keep-rejected", "5", "--min-words", "20", "--no-near-dedup")
+                  "--keep-rejected", "5", "--min-words", "20", "--no-near-dedup",
+                  "--languages", "en")
     assert res.returncode == 0, res.stderr
     # the table: in, each step, out
     assert "input" in res.stdout and "output" in res.stdout and "exact_dup" in res.stdout
+    assert "language" in res.stdout  # the Cyrillic and Chinese noise: not English
     assert "photo.png: binary file" in res.stdout and "legacy.txt: not UTF-8" in res.stdout
 
     report = json.loads((out / "report.json").read_text())

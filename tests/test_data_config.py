@@ -12,7 +12,12 @@ from tinyroots.data.config import CleanConfig, ConfigError
 def test_defaults_are_valid_and_json_able():
     cfg = CleanConfig()
     assert json.loads(json.dumps(cfg.to_dict())) == cfg.to_dict()
-    assert cfg.min_words == 20 and cfg.max_word_repetition == 0.19  # ROOTS English values
+    # thresholds come from the language's row; ROOTS' English values for English
+    from tinyroots.data.languages import resolve
+    assert cfg.min_words is None and cfg.languages == ("any",) and cfg.language_id
+    assert resolve("en", cfg).min_words == 20 and resolve("en", cfg).max_word_repetition == 0.19
+    assert resolve("zh", cfg).min_words == 1
+    assert resolve("zh", cfg.replace(min_words=7)).min_words == 7
     for f in dataclasses.fields(CleanConfig):
         assert f.metadata["help"], f.name  # every knob is documented
 

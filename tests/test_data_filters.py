@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from tinyroots.data import filters as F
 from tinyroots.data.config import CleanConfig
+from tinyroots.data.languages import resolve
 from tinyroots.data.normalize import split_words
 from tinyroots.data.synthetic import chunk_documents, noise_document, shakespeare
 from tinyroots.data.wordlists import STOPWORDS, load_word_list
@@ -73,11 +74,12 @@ def test_load_word_list(tmp_path):
 
 # -- thresholds: each filter fires on its own kind of noise, and not on prose --------------
 
-CFG = CleanConfig()
+CFG = CleanConfig(scripts=("latin",))  # English thresholds: the "en" row of languages.py
 
 
-def reason(text, cfg=CFG, flagged=frozenset()):
-    return F.rejection_reason(text, split_words(text), cfg, STOPWORDS["en"], flagged)
+def reason(text, cfg=CFG, flagged=None):
+    params = resolve("en", cfg, flagged=flagged)
+    return F.rejection_reason(text, split_words(text), params, cfg.scripts, cfg.min_script_ratio)
 
 
 def test_prose_passes_every_filter():
@@ -100,10 +102,11 @@ def test_too_many_words_and_char_repetition():
     assert reason(padded, CFG.replace(max_special_chars=1.0)) == "char_repetition"
 
 
-def test_flagged_words_need_a_list():
+def test_flagged_words_built_in_and_replaced():
     text = PROSE + " zounds" * 30
-    assert reason(text) is None  # no list, no filter
-    assert reason(text, flagged=frozenset({"zounds"})) == "flagged_words"
+    assert reason(text) is None  # not in the built-in English list
+    assert reason(PROSE + " casino" * 30) == "flagged_words"  # in it (ROOTS: 4.5% of words)
+    assert reason(text, flagged=frozenset({"zounds"})) == "flagged_words"  # a user's list
     assert reason(PROSE, flagged=frozenset({"zounds"})) is None
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from tinyroots.data import DataLoader, open_shard, prepare
 from tinyroots.data.normalize import normalize_text
-from tinyroots.data.pipeline import EOT, is_val
+from tinyroots.data.pipeline import EOT, VAL_FRACTION, VOCAB_SIZE, ValSplit
 from tinyroots.data.synthetic import chunk_documents, shakespeare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,14 +40,18 @@ def test_prepare_end_to_end_and_cache(corpus, tmp_path):
     val = np.concatenate([open_shard(p) for p in data.val])
     assert len(train) == data.n_train_tokens and len(val) == data.n_val_tokens > 0
     # every document starts with eot: one eot per document, none from the quoted text
-    n_val_docs = sum(is_val(d, 0.1) for d in docs)
+    to_val = ValSplit(0.1)
+    val_docs = [to_val(len(d)) for d in docs]
     assert (train == eot).sum() + (val == eot).sum() == len(docs)
-    assert (val == eot).sum() == n_val_docs and 0 < n_val_docs < len(docs)
+    assert (val == eot).sum() == sum(val_docs) and 0 < sum(val_docs) < len(docs)
     assert train[0] == eot
-    # decoding the stream gives the documents back, eot between them
+    # the split is by tokens: 10% of them, whole documents first, then the tail of train
+    assert abs(len(val) / (len(train) + len(val)) - 0.1) < 0.01
+    # decoding the stream gives the documents back, eot between them (train's last tokens may
+    # have gone to val)
     text = data.tokenizer.decode(train.tolist())
-    train_docs = [d for d in docs if not is_val(d, 0.1)]
-    assert text == "".join(EOT + d for d in train_docs)
+    joined = "".join(EOT + d for d, v in zip(docs, val_docs) if not v)
+    assert joined.startswith(text) and len(text) > 0.95 * len(joined)
     assert data.report["docs_out"] == len(docs)
 
     again = prepare(str(root), str(cache), vocab_size=300, val_fraction=0.1, verbose=False)
@@ -106,3 +110,50 @@ def test_cli_prepare_tokenize_info(corpus, tmp_path):
     assert res.returncode == 0, res.stderr
     res = run("info", str(tmp_path / "t"))
     assert res.returncode == 0 and "uint16, vocab_size 300" in res.stdout
+
+
+def test_small_corpus_gets_the_val_fraction_by_tokens(tmp_path):
+    """Eight documents and val_fraction 0.1: 10% of the tokens go to val (the tail of the last
+    document), not one document in eight (12.5%) or none."""
+    path = tmp_path / "eight.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCS[:8]), encoding="utf-8")
+    data = prepare(str(path), str(tmp_path / "c"), vocab_size=300, val_fraction=0.1,
+                   verbose=False)
+    total = data.n_train_tokens + data.n_val_tokens
+    assert data.n_val_tokens == round(0.1 * total)
+    val = np.concatenate([open_shard(p) for p in data.val])
+    assert (val == data.tokenizer.eot_token_id).sum() == 0  # a piece of a document
+
+
+def test_vocabulary_smaller_than_asked_is_reported(tmp_path):
+    path = tmp_path / "small.txt"
+    path.write_text(DOCS[0], encoding="utf-8")
+    data = prepare(str(path), str(tmp_path / "c"), vocab_size=8192, verbose=False)
+    assert data.vocab_size < 8192
+    assert f"{data.vocab_size:,} tokens of the 8,192 asked" in data.vocab_note
+    assert "no pair of tokens inside a word occurs twice" in data.vocab_note
+    res = subprocess.run([sys.executable, "-m", "tinyroots.data", "prepare", str(path),
+                          "--cache-dir", str(tmp_path / "c2"), "--vocab-size", "8192"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["vocab_size_asked"] == 8192 and "8,192 asked" in summary["vocab_note"]
+    assert "8,192 asked" in res.stderr  # and in the log
+
+
+def test_prepare_and_train_share_defaults():
+    from tinyroots.data.__main__ import build_parser
+    from tinyroots.train import TrainConfig
+    args = build_parser().parse_args(["prepare", "x", "--cache-dir", "c"])
+    assert (args.val_fraction, args.vocab_size) == (VAL_FRACTION, VOCAB_SIZE)
+    assert (TrainConfig().val_fraction, TrainConfig().vocab_size) == (VAL_FRACTION, VOCAB_SIZE)
+
+
+def test_every_data_option_has_help_and_a_default():
+    from tinyroots.data.__main__ import build_parser
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for name, parser in sub.items():
+        for action in parser._actions:
+            if action.dest in ("help", "inputs", "shards") or action.required:
+                continue
+            assert action.help and "default" in action.help, (name, action.dest, action.help)

@@ -7,7 +7,9 @@
     python -m tinyroots.data info SHARD_OR_DIR...
 
 Every CleanConfig field is also an option (min_words -> --min-words); booleans take
---pii / --no-pii. A config file is read first and options override it.
+--pii / --no-pii. A config file is read first and options override it. The language options:
+--languages en,zh,fr (or any, the default) keeps the languages lid.176 identifies with
+confidence >= --min-language-score (0.8); each is filtered with its own row of languages.py.
 """
 
 import argparse
@@ -17,15 +19,18 @@ import os
 import sys
 
 from .config import CleanConfig, ConfigError, config_fields, parse_value
+from .langid import LanguageIdError
 
 
 def _add_clean_options(parser):
-    parser.add_argument("--config", help="TOML or JSON file with CleanConfig keys")
+    parser.add_argument("--config", default=None, help="TOML or JSON file with CleanConfig keys, "
+                        "read before the options below (default: none)")
     group = parser.add_argument_group("cleaning thresholds (CleanConfig fields)")
     for f in config_fields():
         flag = "--" + f.name.replace("_", "-")
         # subtle: argparse %-formats help strings; a literal "%" must be doubled
-        help_text = f"{f.metadata['help']} (default: {f.default!r})".replace("%", "%%")
+        default = "the language's, see languages.py" if f.default is None else repr(f.default)
+        help_text = f"{f.metadata['help']} (default: {default})".replace("%", "%%")
         if isinstance(f.default, bool):
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
@@ -45,10 +50,34 @@ def _config_from_args(args):
     return cfg.replace(**changes) if changes else cfg
 
 
+def _int_at_least(low):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
 def _common(parser):
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="files, directories (recursive) or globs: .txt, .jsonl, .jsonl.gz")
-    parser.add_argument("--workers", type=int, default=1, help="processes (default: 1)")
+    parser.add_argument("--workers", type=_int_at_least(1), default=1,
+                        help="processes (default: 1)")
 
 
 def build_parser():
@@ -59,23 +88,28 @@ def build_parser():
     p = sub.add_parser("clean", help="write OUTDIR/clean.jsonl and OUTDIR/report.json")
     _common(p)
     p.add_argument("-o", "--out", required=True, metavar="OUTDIR")
-    p.add_argument("--keep-rejected", type=int, nargs="?", const=100, default=0, metavar="N",
-                   help="write up to N dropped documents per reason to OUTDIR/rejected/ "
-                        "(default N: 100)")
+    p.add_argument("--keep-rejected", type=_int_at_least(0), nargs="?", const=100, default=0,
+                   metavar="N", help="write up to N dropped documents per reason to "
+                   "OUTDIR/rejected/, PII redacted (default: none; N alone: 100)")
     _add_clean_options(p)
 
     p = sub.add_parser("tokenize", help="tokenize (already clean) text into shards")
     _common(p)
-    p.add_argument("-o", "--out", required=True, metavar="OUTDIR")
+    p.add_argument("-o", "--out", required=True, metavar="OUTDIR",
+                   help="output directory for the tokenizer and the shards")
     _add_tokenize_options(p)
-    p.add_argument("--text-field", default="text", help="JSONL field with the text")
+    p.add_argument("--text-field", default="text",
+                   help="JSONL field with the text (default: 'text')")
 
     p = sub.add_parser("prepare", help="clean + train tokenizer + tokenize + shards, cached")
     _common(p)
-    p.add_argument("--cache-dir", required=True)
+    p.add_argument("--cache-dir", required=True,
+                   help="where prepared data is kept, one folder per inputs-and-settings key")
     _add_tokenize_options(p)
-    p.add_argument("--no-clean", action="store_true", help="skip cleaning")
-    p.add_argument("--force", action="store_true", help="rebuild even when cached")
+    p.add_argument("--no-clean", action="store_true",
+                   help="skip cleaning (default: clean)")
+    p.add_argument("--force", action="store_true",
+                   help="rebuild even when cached (default: reuse the cache)")
     _add_clean_options(p)
 
     p = sub.add_parser("info", help="print the header of token shards")
@@ -84,17 +118,25 @@ def build_parser():
 
 
 def _add_tokenize_options(p):
-    p.add_argument("--vocab-size", type=int, default=4096, help="BPE vocabulary to train")
-    p.add_argument("--tokenizer", help="a saved tokenizer folder to use instead of training")
-    p.add_argument("--val-fraction", type=float, default=0.05)
-    p.add_argument("--shard-tokens", type=int, default=50_000_000)
+    # the same defaults as `python -m tinyroots.train --data` (pipeline.py holds them)
+    from .pipeline import SHARD_TOKENS, VAL_FRACTION, VOCAB_SIZE
+    p.add_argument("--vocab-size", type=_int_at_least(257), default=VOCAB_SIZE,
+                   help="BPE vocabulary to train; a small corpus may give fewer, and the "
+                        f"output says why (default: {VOCAB_SIZE})")
+    p.add_argument("--tokenizer", default=None,
+                   help="a saved tokenizer folder to use instead of training (default: train)")
+    p.add_argument("--val-fraction", type=_fraction, default=VAL_FRACTION,
+                   help="share of the tokens held out for validation; documents are split when "
+                        f"needed (default: {VAL_FRACTION})")
+    p.add_argument("--shard-tokens", type=_int_at_least(1), default=SHARD_TOKENS,
+                   help=f"most tokens in one shard file (default: {SHARD_TOKENS:_})")
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError, LanguageIdError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -141,7 +183,8 @@ def _run(args):
         summary = dataclasses.asdict(dataclasses.replace(data, tokenizer=None, report={}))
         summary.pop("report")
         summary.pop("tokenizer")
-        print(json.dumps(summary, indent=2))
+        summary["vocab_size_asked"] = None if args.tokenizer else args.vocab_size
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
         return 0
     if args.command == "info":
         from .shards import find_shards, read_header

@@ -7,11 +7,13 @@ The corpus is read twice, streaming, so it never has to fit in memory:
     pass 1 (scan)   normalise -> exact hash, MinHash, line hashes       (workers)
                     first copy wins: exact and near duplicates marked;  (main process,
                     lines of the kept documents counted in a sketch      corpus order)
-    pass 2 (clean)  normalise -> drop boilerplate lines -> filters ->   (workers)
-                    PII redaction -> clean.jsonl                         (main, in order)
+    pass 2 (clean)  normalise -> drop boilerplate lines -> language id  (workers)
+                    -> that language's filters -> PII redaction
+                    -> clean.jsonl, counts per step and per language     (main, in order)
 
 Each step of a document is a pure function below (scan_document, remove_lines,
-clean_document); the passes only move documents between processes and keep counts. Because
+identify_language, clean_document); the passes only move documents between processes and keep
+counts. Because
 every decision that needs earlier documents is made in the main process in corpus order, the
 output is the same for any number of workers.
 """
@@ -30,10 +32,11 @@ from .config import CleanConfig
 from .dedup import HashIndex, LineSketch, MinHasher, NearDuplicates
 from .filters import FILTER_REASONS, rejection_reason
 from .hashing import hash64
-from .normalize import normalize_text, split_words
+from .languages import resolve
+from .normalize import WORD_SPLITTERS, normalize_text, spaced_cjk
 from .parallel import ordered_map
 from .pii import redact_pii
-from .wordlists import STOPWORDS, load_word_list
+from .wordlists import load_word_list
 
 KEEP, EXACT_DUP, NEAR_DUP = 0, 1, 2
 CHUNK_DOCS = 256  # documents per task sent to a worker...
@@ -119,7 +122,7 @@ def scan_document(text, cfg, hasher=None):
     boundary, and pickling bytes costs far less than pickling small NumPy arrays.
     """
     norm = normalize(text, cfg)
-    sig, keys = hasher(norm) if hasher is not None else (None, [])
+    sig, keys = hasher(spaced_cjk(norm)) if hasher is not None else (None, [])
     lines = line_hashes(norm, cfg.boilerplate_min_chars) if cfg.boilerplate else None
     raw_bytes = len(text.encode("utf-8", "surrogatepass"))
     data = norm.encode("utf-8")
@@ -128,23 +131,60 @@ def scan_document(text, cfg, hasher=None):
     return raw_bytes, len(data), hash64(data), sig, keys, lines
 
 
-def clean_document(text, cfg, boilerplate=frozenset(), stopwords=frozenset(),
-                   flagged=frozenset()):
-    """Pass 2 for one document: normalise, drop boilerplate lines, filter, redact.
+def identify_language(text, cfg):
+    """(language, confidence) of a document: lid.176's answer, or with language_id off the first
+    of cfg.languages at confidence 1 ('default' for 'any': the language-agnostic filters)."""
+    if cfg.language_id:
+        from .langid import identify
+        return identify(text)
+    first = cfg.languages[0]
+    return ("default" if first == "any" else first), 1.0
 
-    Returns a dict: reason (None when kept), text (the cleaned text, or the text the filter
-    saw), bytes before/after each step, lines removed and PII counts.
 
-    >>> out = clean_document("Too short.", CleanConfig())
-    >>> out["reason"], out["text"]
-    ('too_few_words', 'Too short.')
+def language_reason(lang, score, cfg):
+    """None when a document in `lang`, identified with `score`, stays; else why it goes:
+    'uncertain_language' below the confidence ROOTS asked for (junk, or text mixing several
+    languages), 'language' for a language not in cfg.languages.
+
+    >>> from tinyroots.data.config import CleanConfig
+    >>> cfg = CleanConfig(languages=("en", "zh"))
+    >>> [language_reason(*x, cfg) for x in [("zh", 0.93), ("fr", 0.99), ("en", 0.55)]]
+    [None, 'language', 'uncertain_language']
+    """
+    if not cfg.language_id:
+        return None
+    if score < cfg.min_language_score:
+        return "uncertain_language"
+    if cfg.languages != ("any",) and lang not in cfg.languages:
+        return "language"
+    return None
+
+
+def clean_document(text, cfg, boilerplate=frozenset(), word_lists=(None, None)):
+    """Pass 2 for one document: normalise, drop boilerplate lines, identify the language,
+    apply that language's filters, redact.
+
+    word_lists: (stopwords, flagged words) from the user's files, or None for the language's
+    own lists. Returns a dict: reason (None when kept), text (the cleaned text, or the text the
+    filter saw), lang and lang_score, params (the table row used), bytes before/after each
+    step, lines removed and PII counts.
+
+    >>> out = clean_document("Too short.", CleanConfig(language_id=False, languages=("en",)))
+    >>> out["reason"], out["text"], out["params"]
+    ('too_few_words', 'Too short.', 'en')
     """
     norm = normalize(text, cfg)
     body, n_lines = remove_lines(norm, boilerplate, cfg.boilerplate_min_chars)
-    out = {"reason": rejection_reason(body, split_words(body), cfg, stopwords, flagged),
-           "text": body, "norm_bytes": len(norm.encode("utf-8")), "lines_removed": n_lines,
-           "pii": {}}
+    lang, score = identify_language(body, cfg)
+    params = resolve(lang, cfg, *word_lists)
+    out = {"reason": None, "text": body, "lang": lang, "lang_score": score,
+           "params": params.code, "norm_bytes": len(norm.encode("utf-8")),
+           "lines_removed": n_lines, "pii": {}}
     out["body_bytes"] = len(body.encode("utf-8")) if n_lines else out["norm_bytes"]
+    out["reason"] = language_reason(lang, score, cfg)
+    if out["reason"] is None:
+        words = WORD_SPLITTERS[params.words](body)
+        out["reason"] = rejection_reason(body, words, params, cfg.scripts, cfg.min_script_ratio)
     if out["reason"] is None and cfg.pii:
         out["text"], out["pii"] = redact_pii(body, cfg.pii_kinds)
     out["out_bytes"] = len(out["text"].encode("utf-8")) if out["pii"] else out["body_bytes"]
@@ -157,9 +197,9 @@ def clean_document(text, cfg, boilerplate=frozenset(), stopwords=frozenset(),
 _worker = {}
 
 
-def _init_worker(cfg, boilerplate=frozenset(), stopwords=frozenset(), flagged=frozenset()):
+def _init_worker(cfg, boilerplate=frozenset(), word_lists=(None, None)):
     _worker.clear()
-    _worker.update(cfg=cfg, boilerplate=boilerplate, stopwords=stopwords, flagged=flagged)
+    _worker.update(cfg=cfg, boilerplate=boilerplate, word_lists=word_lists)
     _worker["hasher"] = (MinHasher(cfg.near_dup_threshold, cfg.minhash_perms, cfg.shingle_words,
                                    cfg.seed) if cfg.near_dedup else None)
 
@@ -177,7 +217,7 @@ def _clean_chunk(docs):
             results.append(None)
             continue
         text, source, doc_id = doc
-        res = clean_document(text, w["cfg"], w["boilerplate"], w["stopwords"], w["flagged"])
+        res = clean_document(text, w["cfg"], w["boilerplate"], w["word_lists"])
         if res["reason"] is None:
             record = {"text": res.pop("text"), "source": source, "id": doc_id}
             res["line"] = json.dumps(record, ensure_ascii=False) + "\n"
@@ -202,7 +242,8 @@ def _chunks(docs, payload=lambda i, doc: doc.text):
 # --------------------------------------------------------------------------------------------
 # the report
 
-STEPS = ("normalise", "exact_dup", "near_dup", "boilerplate") + FILTER_REASONS + ("pii",)
+STEPS = ("normalise", "exact_dup", "near_dup", "boilerplate", "uncertain_language",
+         "language") + FILTER_REASONS + ("pii",)
 
 
 class _Reservoir:
@@ -222,8 +263,18 @@ class _Reservoir:
                 self.items[j] = item_fn()
 
 
-def format_report(report):
-    """The report as a text table: documents and bytes in, removed by each step, out."""
+def new_report(cfg, inputs, files, skipped, workers):
+    """The report dict before any document is read: every step and count at zero."""
+    steps = {s: {"docs": 0, "bytes": 0} for s in STEPS}
+    steps["boilerplate"]["lines"] = 0
+    inputs = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
+    return {"config": cfg.to_dict(), "inputs": [os.fspath(i) for i in inputs],
+            "files": len(files), "skipped_files": skipped, "problems": [], "steps": steps,
+            "pii": {}, "languages": {}, "docs_in": 0, "bytes_in": 0, "docs_out": 0,
+            "bytes_out": 0, "workers": workers}
+
+
+def _step_rows(report):
     rows = [("input", report["docs_in"], report["bytes_in"], "")]
     for step in STEPS:
         s = report["steps"][step]
@@ -238,6 +289,31 @@ def format_report(report):
     lines = [f"{'step':<22}{'documents':>12}{'bytes':>16}  note", "-" * 60]
     for name, docs, nbytes, note in rows:
         lines.append(f"{name:<22}{docs:>12}{nbytes:>16}  {note}".rstrip())
+    return lines
+
+
+def _language_rows(report, top=20):
+    """Documents per language (after deduplication), kept, and whose filters were used."""
+    langs = sorted(report["languages"].items(), key=lambda kv: (-kv[1]["docs"], kv[0]))
+    if not langs:
+        return []
+    lines = ["", f"{'language':<12}{'documents':>10}{'kept':>10}{'bytes out':>14}  filters",
+             "-" * 60]
+    for code, c in langs[:top]:
+        note = c["params"] if c["params"] != "default" else \
+            "default (no row in languages.py: language-agnostic filters)"
+        lines.append(f"{code:<12}{c['docs']:>10}{c['docs_out']:>10}{c['bytes_out']:>14}  {note}")
+    if len(langs) > top:
+        rest = langs[top:]
+        lines.append(f"... {len(rest)} more languages, {sum(c['docs'] for _, c in rest)} "
+                     "documents (report.json lists them all)")
+    return lines
+
+
+def format_report(report):
+    """The report as text: documents and bytes in, removed by each step, out; then documents
+    per language and the filters each language was cleaned with."""
+    lines = _step_rows(report) + _language_rows(report)
     for item in report["skipped_files"]:
         lines.append(f"skipped {item['path']}: {item['reason']}")
     if report["problems"]:
@@ -250,32 +326,30 @@ def format_report(report):
 
 
 # --------------------------------------------------------------------------------------------
-# the two passes
+# setting up a run
 
 def load_word_lists(cfg):
-    """(stopwords, flagged words) as frozensets, from cfg's files or the built-in list."""
-    if cfg.stopwords_file:
-        stopwords = load_word_list(cfg.stopwords_file)
-    else:
-        stopwords = STOPWORDS.get(cfg.stopwords_lang, frozenset())
-    flagged = load_word_list(cfg.flagged_words_file) if cfg.flagged_words_file else frozenset()
+    """(stopwords, flagged words) from cfg's files as frozensets, or None for each list the
+    language table provides."""
+    stopwords = load_word_list(cfg.stopwords_file) if cfg.stopwords_file else None
+    flagged = load_word_list(cfg.flagged_words_file) if cfg.flagged_words_file else None
     return stopwords, flagged
 
 
-def clean(inputs, out_dir, config=None, workers=1, keep_rejected=0, log=None):
-    """Clean inputs (files, directories, globs) into out_dir/clean.jsonl and report.json.
+def check_run_args(out_dir, workers, keep_rejected):
+    """Refuse arguments that cannot work before any file is read: one clear ValueError."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
+    if isinstance(keep_rejected, bool) or not isinstance(keep_rejected, int) \
+            or keep_rejected < 0:
+        raise ValueError(f"keep_rejected: expected an integer >= 0 (documents per reason), "
+                         f"got {keep_rejected!r}")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"output {os.fspath(out_dir)!r} is an existing file; expected a "
+                         "directory (new or existing) for clean.jsonl and report.json")
 
-    config: a CleanConfig (default: CleanConfig()). workers: processes for the per-document
-    work. keep_rejected: write up to this many dropped documents per reason to
-    out_dir/rejected/<reason>.jsonl (a uniform sample). log: a print-like function for
-    progress, or None. Returns the report dict (also in report.json).
-    """
-    cfg = config if config is not None else CleanConfig()
-    log = log or (lambda *a, **k: None)
-    start = time.perf_counter()
-    stopwords, flagged = load_word_lists(cfg)  # fail on a bad word-list path before any work
-    os.makedirs(out_dir, exist_ok=True)
 
+def _usable_files(inputs, log):
     files, skipped = [], []
     for path in resolve_inputs(inputs):
         reason = check_file(path)
@@ -284,114 +358,190 @@ def clean(inputs, out_dir, config=None, workers=1, keep_rejected=0, log=None):
             log(f"skipping {path}: {reason}")
         else:
             files.append(path)
+    return files, skipped
 
-    steps = {s: {"docs": 0, "bytes": 0} for s in STEPS}
-    steps["boilerplate"]["lines"] = 0
-    report = {"config": cfg.to_dict(), "inputs": [os.fspath(i) for i in (
-        [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)],
-        "files": len(files), "skipped_files": skipped, "problems": [], "steps": steps,
-        "pii": {}, "docs_in": 0, "bytes_in": 0, "docs_out": 0, "bytes_out": 0,
-        "workers": workers}
 
-    def read():
-        return iter_documents(files, cfg.text_field, cfg.id_field, cfg.txt_split,
-                              cfg.max_doc_chars, report["problems"])
+# --------------------------------------------------------------------------------------------
+# pass 1: mark duplicates, count lines
 
-    # -- pass 1: mark duplicates, count lines ---------------------------------------------------
-    log(f"pass 1/2: scanning {len(files)} files")
-    decisions = bytearray()  # one byte per document: KEEP, EXACT_DUP or NEAR_DUP
+def _dedup_decision(key, sig, keys, cfg, exact, near, n):
+    """KEEP, EXACT_DUP or NEAR_DUP for document number n; the first copy wins."""
+    if cfg.exact_dedup and exact.setdefault(key, n) != n:
+        return EXACT_DUP
+    if near is not None and near.add(sig, keys):
+        return NEAR_DUP
+    return KEEP
+
+
+def _mark_boilerplate(kept_lines, sketch, cfg, boilerplate):
+    """Add a chunk's line hashes to the sketch; the lines whose count reaches the threshold
+    are boilerplate. Counts only grow, so checking each chunk after adding it finds them all."""
+    if kept_lines:
+        hashes = np.frombuffer(b"".join(kept_lines), "<u8")
+        sketch.add(hashes)
+        boilerplate.update(hashes[sketch.estimate(hashes) >= cfg.boilerplate_min_docs].tolist())
+
+
+def scan_pass(read, cfg, report, out_dir, workers):
+    """Pass 1: returns (decisions, boilerplate): one byte per document (KEEP, EXACT_DUP or
+    NEAR_DUP) and the set of boilerplate line keys."""
+    steps, decisions, boilerplate = report["steps"], bytearray(), set()
     exact = HashIndex()
     near = (NearDuplicates(cfg.near_dup_threshold, cfg.minhash_perms, directory=out_dir)
             if cfg.near_dedup else None)
     sketch = LineSketch(cfg.boilerplate_sketch_width, seed=cfg.seed) if cfg.boilerplate else None
-    boilerplate = set()
     try:
         for _docs, scans in ordered_map(_scan_chunk, _chunks(read()), workers, _init_worker,
-                                       (cfg,)):
+                                        (cfg,)):
             kept_lines = []
             for raw_bytes, norm_bytes, key, sig, keys, lines in scans:
                 report["docs_in"] += 1
                 report["bytes_in"] += raw_bytes
                 steps["normalise"]["bytes"] += raw_bytes - norm_bytes
-                if cfg.exact_dedup and exact.setdefault(key, len(decisions)) != len(decisions):
-                    decision = EXACT_DUP
-                elif near is not None and near.add(sig, keys):
-                    decision = NEAR_DUP
-                else:
-                    decision = KEEP
-                    if lines is not None:
-                        kept_lines.append(lines)
-                if decision != KEEP:
+                decision = _dedup_decision(key, sig, keys, cfg, exact, near, len(decisions))
+                if decision == KEEP and lines is not None:
+                    kept_lines.append(lines)
+                elif decision != KEEP:
                     step = steps["exact_dup" if decision == EXACT_DUP else "near_dup"]
                     step["docs"] += 1
                     step["bytes"] += norm_bytes
                 decisions.append(decision)
-            if kept_lines:
-                # A line is boilerplate once its count reaches the threshold; counts only
-                # grow, so checking the lines of each chunk after adding them finds them all.
-                hashes = np.frombuffer(b"".join(kept_lines), "<u8")
-                sketch.add(hashes)
-                hot = hashes[sketch.estimate(hashes) >= cfg.boilerplate_min_docs]
-                boilerplate.update(hot.tolist())
+            _mark_boilerplate(kept_lines, sketch, cfg, boilerplate)
     finally:
         if near is not None:
             near.close()
-    del exact, near, sketch
-    report["boilerplate_line_hashes"] = len(boilerplate)
-    log(f"pass 1/2: {report['docs_in']} documents, {steps['exact_dup']['docs']} exact and "
-        f"{steps['near_dup']['docs']} near duplicates, {len(boilerplate)} boilerplate lines")
+    return decisions, boilerplate
 
-    # -- pass 2: clean and write ----------------------------------------------------------------
-    log("pass 2/2: cleaning")
-    report["problems"] = []  # pass 2 reads the same records again; count them once
-    samples = {}
-    out_path = os.path.join(out_dir, "clean.jsonl")
-    tmp_path = out_path + ".tmp"
 
-    def payload(i, doc):  # duplicates need no more work: send None in their place
-        return (doc.text, doc.source, doc.id) if decisions[i] == KEEP else None
+# --------------------------------------------------------------------------------------------
+# pass 2: clean, count, write
 
-    def sample(reason, doc, text):
-        if keep_rejected:
-            if reason not in samples:
-                samples[reason] = _Reservoir(keep_rejected, cfg.seed + len(samples))
-            samples[reason].offer(lambda: {"reason": reason, "source": doc.source,
-                                           "id": doc.id, "text": text})
+def _count_language(report, res):
+    c = report["languages"].setdefault(res["lang"], {"docs": 0, "docs_out": 0, "bytes_out": 0,
+                                                     "params": res["params"]})
+    c["docs"] += 1
+    if res["reason"] is None:
+        c["docs_out"] += 1
+        c["bytes_out"] += res["out_bytes"]
 
-    with open(tmp_path, "w", encoding="utf-8") as out:
-        for docs, results in ordered_map(_clean_chunk, _chunks(read(), payload), workers,
-                                         _init_worker, (cfg, frozenset(boilerplate),
-                                                        stopwords, flagged)):
-            for (i, doc), res in zip(docs, results):
-                decision = decisions[i]
-                if decision != KEEP:
-                    sample("exact_dup" if decision == EXACT_DUP else "near_dup", doc, doc.text)
-                    continue
-                steps["boilerplate"]["lines"] += res["lines_removed"]
-                steps["boilerplate"]["bytes"] += res["norm_bytes"] - res["body_bytes"]
-                if res["reason"] is not None:
-                    steps[res["reason"]]["docs"] += 1
-                    steps[res["reason"]]["bytes"] += res["body_bytes"]
-                    sample(res["reason"], doc, res["text"])
-                    continue
-                steps["pii"]["bytes"] += res["body_bytes"] - res["out_bytes"]
-                for tag, n in res["pii"].items():
-                    report["pii"][tag] = report["pii"].get(tag, 0) + n
-                report["docs_out"] += 1
-                report["bytes_out"] += res["out_bytes"]
-                out.write(res["line"])
-    os.replace(tmp_path, out_path)  # a crash never leaves a complete-looking clean.jsonl
 
-    if keep_rejected:
+def _count_result(report, res):
+    """Add one cleaned document's result to the report; True when it is kept."""
+    steps = report["steps"]
+    steps["boilerplate"]["lines"] += res["lines_removed"]
+    steps["boilerplate"]["bytes"] += res["norm_bytes"] - res["body_bytes"]
+    _count_language(report, res)
+    if res["reason"] is not None:
+        steps[res["reason"]]["docs"] += 1
+        steps[res["reason"]]["bytes"] += res["body_bytes"]
+        return False
+    steps["pii"]["bytes"] += res["body_bytes"] - res["out_bytes"]
+    for tag, n in res["pii"].items():
+        report["pii"][tag] = report["pii"].get(tag, 0) + n
+    report["docs_out"] += 1
+    report["bytes_out"] += res["out_bytes"]
+    return True
+
+
+class RejectedSamples:
+    """Up to k dropped documents per reason, a uniform sample, PII redacted like the corpus:
+    the personal data the cleaner removes must not land on disk beside it."""
+
+    def __init__(self, k, cfg):
+        self.k, self.cfg, self.samples = k, cfg, {}
+
+    def offer(self, reason, doc, text):
+        if not self.k:
+            return
+        if reason not in self.samples:
+            self.samples[reason] = _Reservoir(self.k, self.cfg.seed + len(self.samples))
+        self.samples[reason].offer(lambda: {"reason": reason, "source": doc.source,
+                                            "id": doc.id, "text": self._redact(text)})
+
+    def _redact(self, text):
+        return redact_pii(text, self.cfg.pii_kinds)[0] if self.cfg.pii else text
+
+    def write(self, out_dir):
+        if not self.k:
+            return
         rejected_dir = os.path.join(out_dir, "rejected")
         os.makedirs(rejected_dir, exist_ok=True)
-        for reason, reservoir in sorted(samples.items()):
+        for reason, reservoir in sorted(self.samples.items()):
             with open(os.path.join(rejected_dir, f"{reason}.jsonl"), "w", encoding="utf-8") as f:
                 for item in reservoir.items:
                     f.write(json.dumps(item, ensure_ascii=False) + "\n")
 
+
+def clean_pass(read, cfg, report, decisions, init_args, rejected, out_path, workers):
+    """Pass 2: clean every document pass 1 kept, write the kept ones to out_path (through a
+    temporary file, so a crash never leaves a complete-looking clean.jsonl)."""
+    def payload(i, doc):  # duplicates need no more work: send None in their place
+        return (doc.text, doc.source, doc.id) if decisions[i] == KEEP else None
+
+    tmp_path = out_path + ".tmp"
+    with open(tmp_path, "w", encoding="utf-8") as out:
+        for docs, results in ordered_map(_clean_chunk, _chunks(read(), payload), workers,
+                                         _init_worker, init_args):
+            for (i, doc), res in zip(docs, results):
+                if decisions[i] != KEEP:
+                    reason = "exact_dup" if decisions[i] == EXACT_DUP else "near_dup"
+                    rejected.offer(reason, doc, doc.text)
+                elif _count_result(report, res):
+                    out.write(res["line"])
+                else:
+                    rejected.offer(res["reason"], doc, res["text"])
+    os.replace(tmp_path, out_path)
+
+
+# --------------------------------------------------------------------------------------------
+# the whole run
+
+def clean(inputs, out_dir, config=None, workers=1, keep_rejected=0, log=None):
+    """Clean inputs (files, directories, globs) into out_dir/clean.jsonl and report.json.
+
+    config: a CleanConfig (default: CleanConfig()). workers: processes for the per-document
+    work. keep_rejected: write up to this many dropped documents per reason to
+    out_dir/rejected/<reason>.jsonl (a uniform sample, PII redacted). log: a print-like
+    function for progress, or None. Returns the report dict (also in report.json).
+    """
+    cfg = config if config is not None else CleanConfig()
+    log = log or (lambda *a, **k: None)
+    start = time.perf_counter()
+    check_run_args(out_dir, workers, keep_rejected)
+    word_lists = load_word_lists(cfg)  # fail on a bad word-list path before any work
+    if cfg.language_id:
+        from .langid import identify
+        identify("warm up")  # load the model once here: forked workers share it
+    files, skipped = _usable_files(inputs, log)
+    os.makedirs(out_dir, exist_ok=True)
+    report = new_report(cfg, inputs, files, skipped, workers)
+
+    def read():
+        return iter_documents(files, cfg.text_field, cfg.id_field, cfg.txt_split,
+                              cfg.max_doc_chars, report["problems"])
+
+    log(f"pass 1/2: scanning {len(files)} files")
+    decisions, boilerplate = scan_pass(read, cfg, report, out_dir, workers)
+    report["boilerplate_line_hashes"] = len(boilerplate)
+    log(f"pass 1/2: {report['docs_in']} documents, {report['steps']['exact_dup']['docs']} exact "
+        f"and {report['steps']['near_dup']['docs']} near duplicates, {len(boilerplate)} "
+        "boilerplate lines")
+
+    log("pass 2/2: identifying languages and cleaning" if cfg.language_id
+        else "pass 2/2: cleaning")
+    report["problems"] = []  # pass 2 reads the same records again; count them once
+    rejected = RejectedSamples(keep_rejected, cfg)
+    clean_pass(read, cfg, report, decisions, (cfg, frozenset(boilerplate), word_lists),
+               rejected, os.path.join(out_dir, "clean.jsonl"), workers)
+    rejected.write(out_dir)
+    _finish_report(report, out_dir, start)
+    return report
+
+
+def _finish_report(report, out_dir, start):
+    report["fallback_languages"] = sorted(code for code, c in report["languages"].items()
+                                          if c["params"] == "default")
     report["seconds"] = round(time.perf_counter() - start, 3)
     report["mb_per_s"] = round(report["bytes_in"] / 1e6 / max(report["seconds"], 1e-9), 3)
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    return report
+        json.dump(report, f, indent=2, ensure_ascii=False)

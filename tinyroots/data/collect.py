@@ -180,6 +180,9 @@ def _jsonl_documents(path, text_field, id_field, problems):
             except json.JSONDecodeError:
                 problems.append(f"{path}:{lineno}: not valid JSON")
                 continue
+            except RecursionError:  # "[[[[..." 100,000 deep: json recurses once per level
+                problems.append(f"{path}:{lineno}: JSON nested too deeply")
+                continue
             text = record.get(text_field) if isinstance(record, dict) else None
             if not isinstance(text, str):
                 problems.append(f"{path}:{lineno}: no string field {text_field!r}")

