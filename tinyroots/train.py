@@ -50,6 +50,9 @@ class TrainConfig:
     tokenizer: str = "bpe"             # bpe (byte-level BPE, trained on the data) or char
     vocab_size: int = 1024             # BPE vocabulary size (ignored for char)
     val_fraction: float = 0.1          # the last part of the corpus held out for validation
+    languages: str = "any"             # --data: languages to keep (lid.176 codes: en,zh,fr) or any
+    clean_config: str = ""             # --data: a TOML/JSON file of cleaning settings (CleanConfig)
+    clean: str = ""                    # --data: cleaning settings "key=value;key=value"
     # model
     n_layer: int = 4                   # transformer blocks
     n_head: int = 4                    # attention heads per block
@@ -187,9 +190,12 @@ def prepare_data(cfg, log):
 
     if cfg.data:
         from .data import prepare
+        from .data.config import clean_config_from
+        languages = {} if cfg.languages == "any" else {"languages": cfg.languages}
+        clean_cfg = clean_config_from(cfg.clean_config, cfg.clean, **languages)
         prepared = prepare(cfg.data, os.path.join(cfg.out_dir, "data"),
                            vocab_size=cfg.vocab_size, val_fraction=cfg.val_fraction,
-                           verbose=True)
+                           config=clean_cfg, verbose=True)
         log(f"data: {cfg.data} -> {prepared.n_train_tokens:,} train / {prepared.n_val_tokens:,} "
             f"val tokens (vocabulary {prepared.vocab_size}{', cached' if prepared.cached else ''})")
         return Corpus(prepared.tokenizer, prepared.train, prepared.val, prepared.n_train_tokens,
