@@ -178,3 +178,120 @@ def test_loading_draws_no_random_initial_weights(tmp_path, model):
     tr.GPT(tr.GPTConfig(**CFG))                  # outside skip_init the draws happen again
     assert trandom.get_state() != state
     np.testing.assert_array_equal(logits_of(loaded, IDS), logits_of(model, IDS))
+
+
+# ---------------------------------------------------------------------------------------------
+# nothing in a checkpoint directory is trusted before it is checked
+
+
+def test_from_pretrained_returns_eval_mode(tmp_path):
+    """As transformers does: GPT-2's configs carry dropout 0.1, and a loss that changed on
+    every call would surprise anyone running the Hugging Face snippet."""
+    tr.manual_seed(0)
+    model = tr.GPT(tr.GPTConfig(**CFG, dropout=0.1))
+    model.save_pretrained(tmp_path)
+    loaded = tr.GPT.from_pretrained(tmp_path)
+    assert not loaded.training and all(not m.training for m in loaded.modules())
+    losses = {float(loaded(IDS, labels=IDS).loss) for _ in range(3)}
+    assert len(losses) == 1
+    assert loaded.train().training                # training is one call away
+
+
+def _deep_json(path):
+    path.write_text("[" * 200_000)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"n_layer": 2.5}, "config.json: 'n_layer' is 2.5 \\(float\\), expected int"),
+    ({"n_embd": "16"}, "config.json: 'n_embd' is '16' \\(str\\), expected int"),
+    ({"n_head": True}, "config.json: 'n_head' is True \\(bool\\), expected int"),
+    ({"tinyroots": "x"}, "config.json: 'tinyroots' is 'x' \\(str\\), expected dict"),
+    ({"tinyroots": {"bias": "no"}}, "config.json: 'tinyroots': 'bias' is 'no' \\(str\\)"),
+    ({"layer_norm_epsilon": "1e-5"}, "'layer_norm_epsilon' is '1e-5' \\(str\\), expected int "
+                                     "or float"),
+    ({"n_inner": [4]}, "'n_inner' is \\[4\\] \\(list\\), expected int or null"),
+    ({"model_type": "llama"}, "config.json: model_type is 'llama'"),
+])
+def test_config_json_of_the_wrong_types_names_file_and_key(tmp_path, model, change, message):
+    model.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(CheckpointError, match=message):
+        tr.GPT.from_pretrained(tmp_path)
+
+
+def test_deeply_nested_config_json_is_one_clear_error(tmp_path, model):
+    model.save_pretrained(tmp_path)
+    _deep_json(tmp_path / "config.json")
+    with pytest.raises(CheckpointError, match="config.json: not valid JSON here .*nested") as e:
+        tr.GPT.from_pretrained(tmp_path)
+    assert "\n" not in str(e.value)
+
+
+def test_weight_map_of_the_wrong_types(tmp_path, model):
+    ck.write_json(tmp_path / "config.json", model.config.to_hf_dict())
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"weight_map": {"transformer.wte.weight": 3}}))
+    with pytest.raises(CheckpointError, match=r"index.json: weight_map\['transformer.wte.weight'\]"
+                                              r" is 3, expected the file name of a shard"):
+        tr.GPT.from_pretrained(tmp_path)
+    index.write_text(json.dumps({"weight_map": [1, 2]}))
+    with pytest.raises(CheckpointError, match="index.json: no 'weight_map' object"):
+        tr.GPT.from_pretrained(tmp_path)
+
+
+def _hub_cache(tmp_path, model, repo="openai-community/gpt2", ref="abc123"):
+    repo_dir = tmp_path / "hub" / ("models--" + repo.replace("/", "--"))
+    model.save_pretrained(repo_dir / "snapshots" / "abc123")
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(ref)
+    return repo_dir
+
+
+def test_owner_name_hub_ids_resolve_from_the_local_cache(tmp_path, monkeypatch, model):
+    _hub_cache(tmp_path, model)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    for name in ("openai-community/gpt2", "gpt2"):
+        loaded = tr.GPT.from_pretrained(name)
+        np.testing.assert_array_equal(logits_of(loaded, IDS), logits_of(model, IDS))
+    assert ck.resolve_model_dir("openai-community/gpt2").endswith("abc123")
+
+
+def test_a_cache_stored_under_the_old_name_answers_the_new_one(tmp_path, monkeypatch, model):
+    _hub_cache(tmp_path, model, repo="gpt2")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    loaded = tr.GPT.from_pretrained("openai-community/gpt2")
+    np.testing.assert_array_equal(logits_of(loaded, IDS), logits_of(model, IDS))
+
+
+@pytest.mark.parametrize("ref", ["../../../elsewhere", "/etc", "..", "a/b", "abc\x00"])
+def test_refs_main_cannot_lead_out_of_the_cache(tmp_path, monkeypatch, model, ref):
+    outside = tmp_path / "elsewhere"
+    model.save_pretrained(outside)              # what a tampered ref would point at
+    _hub_cache(tmp_path, model, ref=ref)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(FileNotFoundError, match=r"refs/main: expected a commit hash"):
+        tr.GPT.from_pretrained("openai-community/gpt2")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoint_files_respect_the_umask(tmp_path, model, umask):
+    old = os.umask(umask)
+    try:
+        model.save_pretrained(tmp_path)
+    finally:
+        os.umask(old)
+    for name in ("config.json", "model.safetensors", "generation_config.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_load_model_and_tokenizer_from_a_run_directory(tmp_path, model):
+    tok = tr.CharTokenizer.train("abcdefgh")
+    tok.save_pretrained(tmp_path / "run" / "last")
+    model.save_pretrained(tmp_path / "run" / "last")
+    m, t, path = ck.load_model_and_tokenizer(str(tmp_path / "run"))
+    assert path == str(tmp_path / "run" / "last") and t.vocab_size == 8 and not m.training
+    big = tr.CharTokenizer.train("".join(chr(0x400 + i) for i in range(60)))
+    big.save_pretrained(tmp_path / "run" / "last")
+    with pytest.raises(CheckpointError, match="the tokenizer has 60 tokens but the model only 50"):
+        ck.load_model_and_tokenizer(str(tmp_path / "run"))

@@ -313,6 +313,62 @@ def test_bpe_short_and_long_paths_equal_python(tok):
         assert enc.bpe(w, True) == expected
 
 
+def _bpe_by_scanning(word, byte_ids, ranks):
+    """The definition _bpe_python implements with a heap: scan every adjacent pair, merge the
+    lowest rank (the leftmost among equals), repeat. O(n) per merge, O(n^2) per word."""
+    ids = [byte_ids[b] for b in word]
+    while len(ids) > 1:
+        best = min(((ranks[p][0], k) for k, p in enumerate(zip(ids, ids[1:])) if p in ranks),
+                   default=None)
+        if best is None:
+            return ids
+        k = best[1]
+        ids[k:k + 2] = [ranks[(ids[k], ids[k + 1])][1]]
+    return ids
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(b"abcab \xc3\xa9"), max_size=60).map(bytes))
+def test_heap_bpe_equals_the_scan_it_replaces(tok, word):
+    ranks = {(a, b): (r, z) for r, (a, b, z) in enumerate(tok._merges)}
+    assert B._bpe_python(word, tok._byte_ids, ranks) == \
+        _bpe_by_scanning(word, tok._byte_ids, ranks)
+
+
+def test_heap_bpe_equals_the_scan_on_made_up_merges():
+    """Random merge tables (ties between equal pairs, chains, merges of merges) on words of
+    repeated letters, where the order of merges matters most."""
+    rng = random.Random(1)
+    for _ in range(200):
+        byte_ids = list(range(256))
+        ranks, tokens = {}, list(b"abc")
+        for r in range(rng.randint(1, 12)):
+            pair = (rng.choice(tokens), rng.choice(tokens))
+            if pair not in ranks:
+                ranks[pair] = (r, 256 + r)
+                tokens.append(256 + r)
+        word = bytes(rng.choice(b"abc") for _ in range(rng.randint(0, 40)))
+        assert B._bpe_python(word, byte_ids, ranks) == _bpe_by_scanning(word, byte_ids, ranks)
+
+
+def test_python_bpe_is_not_quadratic_in_one_word():
+    """One pre-token of 16,000 emoji (64,000 bytes, merged ~32,000 times): the old rescan after
+    every merge took about 150 s; the heap takes well under a second (limit: 10 s, for slow,
+    shared CI machines). Checked against the compiled encoder when it is built."""
+    import time
+    gpt2 = os.environ.get("TINYROOTS_GPT2_TOKENIZER")
+    t = Tokenizer.from_pretrained(gpt2) if gpt2 else Tokenizer.train(
+        "\U0001F600" * 50 + SHAKESPEARE[:20_000], vocab_size=400)
+    ranks = {(a, b): (r, z) for r, (a, b, z) in enumerate(t._merges)}
+    word = ("\U0001F600" * 16_000).encode()
+    start = time.perf_counter()
+    ids = B._bpe_python(word, t._byte_ids, ranks)
+    assert time.perf_counter() - start < 10.0
+    assert len(ids) < len(word)                 # the emoji's bytes did merge
+    if t._encoder is not None:
+        assert ids == t._encoder.bpe(word)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text())
 def test_round_trip_any_text(tok, text):

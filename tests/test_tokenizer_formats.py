@@ -130,3 +130,38 @@ def test_missing_folder_errors(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(NotADirectoryError):
         Tokenizer.from_pretrained(tmp_path / "f")
+
+
+@pytest.mark.parametrize("name", ["vocab.json", "tokenizer_config.json",
+                                  "special_tokens_map.json"])
+def test_deeply_nested_json_is_one_clear_error(good_folder, name):
+    (good_folder / name).write_text("[" * 200_000, encoding="utf-8")
+    with pytest.raises(TokenizerFileError, match=f"{name}: not valid JSON here .*nested") as e:
+        Tokenizer.from_pretrained(good_folder)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"additional_special_tokens": 5},
+     "tokenizer_config.json: 'additional_special_tokens' is 5 \\(int\\), expected list or null"),
+    ({"additional_special_tokens": [5]},
+     "tokenizer_config.json: 'additional_special_tokens' holds 5, expected token strings"),
+    ({"eos_token": 7}, "tokenizer_config.json: 'eos_token' is 7 \\(int\\), expected str or dict"),
+    ({"added_tokens_decoder": []}, "'added_tokens_decoder' is \\[\\] \\(list\\), expected dict"),
+    ({"added_tokens_decoder": {"x": {"content": "<a>"}}}, "added_tokens_decoder has the id 'x'"),
+    ({"extra_special_tokens": "<a>"}, "'extra_special_tokens' is '<a>' \\(str\\)"),
+])
+def test_tokenizer_config_of_the_wrong_types_names_file_and_key(good_folder, config, message):
+    (good_folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(TokenizerFileError, match=message):
+        Tokenizer.from_pretrained(good_folder)
+
+
+def test_a_tokenizer_from_the_hub_cache_by_owner_and_name(tmp_path, monkeypatch, tok):
+    snap = tmp_path / "hub" / "models--openai-community--gpt2" / "snapshots" / "0123abcd"
+    tok.save_pretrained(snap)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    for name in ("openai-community/gpt2", "gpt2"):
+        assert load_tokenizer(name).get_vocab() == tok.get_vocab()
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_tokenizer("someone/else")

@@ -6,7 +6,7 @@ A checkpoint is a directory:
     model.safetensors         weights, Hugging Face names ("transformer.h.0.attn.c_attn.weight")
     vocab.json, merges.txt    the tokenizer, when one is saved alongside
     trainer_state.json        training progress (step, losses, RNG state, config), for resume
-    optimizer.safetensors     the optimizer's moment arrays, for resume
+    optimizer.safetensors     the optimizer's moment arrays, for resume (both: training.py)
 
 Nothing is ever pickled: a checkpoint from a stranger is data, it cannot run code. The
 safetensors format itself is safetensors.py (which knows no model); loading memory-maps the
@@ -265,32 +265,6 @@ def load_model_and_tokenizer(path, which="best"):
         raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the "
                               f"model only {model.config.vocab_size}")
     return model, tokenizer, path
-
-
-# ---------------------------------------------------------------------------------------------
-# training state, for resume
-
-
-TRAINER_STATE_NAME = "trainer_state.json"
-OPTIMIZER_NAME = "optimizer.safetensors"
-
-
-def save_training_state(path, optimizer, state):
-    """Write the optimizer's arrays and a JSON dict of everything else (step, RNG, config...)."""
-    arrays, meta = optimizer.state_dict()
-    save_safetensors(os.path.join(path, OPTIMIZER_NAME), arrays, metadata={"format": "np"})
-    write_json(os.path.join(path, TRAINER_STATE_NAME), dict(state, optimizer=meta))
-
-
-def load_training_state(path, optimizer):
-    """Restore the optimizer in place and return the JSON state dict saved with it."""
-    state = read_json(os.path.join(path, TRAINER_STATE_NAME), TRAINER_STATE_NAME)
-    arrays, _ = read_tensors(os.path.join(path, OPTIMIZER_NAME), mmap=False)
-    try:
-        optimizer.load_state_dict(arrays, state["optimizer"])
-    except (KeyError, ValueError) as exc:
-        raise CheckpointError(f"{os.path.join(path, OPTIMIZER_NAME)}: {exc}") from None
-    return state
 
 
 # GPT.from_pretrained / GPT.save_pretrained are these two functions. model.py sits below this
