@@ -230,3 +230,24 @@ def test_grad_accum_steps_must_split_between_the_processes(tmp_path):
     assert proc.returncode == 2
     assert "grad_accum_steps=3" in proc.stderr and "divisible" in proc.stderr
     assert proc.stderr.count("grad_accum_steps=3") == 1      # said once, by rank 0
+
+
+def test_finetune_on_two_processes_gives_the_one_process_run(one_process, tmp_path):
+    text = "the dog and the cat saw a plum near the goat . " * 40
+    (tmp_path / "train.txt").write_text(text)
+    (tmp_path / "val.txt").write_text(text[:300])
+    args = ["lm", "--init", str(one_process / "last"), "--train", str(tmp_path / "train.txt"),
+            "--val", str(tmp_path / "val.txt"), "--max-steps", "6", "--grad-accum-steps", "2",
+            "--batch-size", "2", "--max-length", "16", "--eval-interval", "3",
+            "--learning-rate", "3e-3", "--progress", "false"]
+    runs = {}
+    for n in (1, 2):
+        cmd = [sys.executable, "-m", "tinyroots.finetune", *args,
+               "--out-dir", str(tmp_path / f"n{n}")]
+        if n > 1:
+            cmd = [MPIEXEC, "-n", str(n), *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env(),
+                              cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[n] = metrics(tmp_path / f"n{n}")
+    assert_same_run(runs[1], runs[2], keys=("val_loss", "train_loss"))

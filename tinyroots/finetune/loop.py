@@ -29,11 +29,11 @@ import time
 
 import numpy as np
 
-from .. import kernels, optim
+from .. import distributed, kernels, optim
 from .. import random as trandom
 from ..config import save_config
 from ..fileio import write_json
-from ..training import Hooks, LoopSettings, MetricsLog, Trainer, log_to_stderr, rounded
+from ..training import LoopSettings, MetricsLog, Trainer, log_to_stderr, rounded
 from ..checkpoint import load_model_and_tokenizer
 from .modify import (add_blocks, apply_lora, count_parameters, freeze, freeze_blocks,
                      lora_layers, merged_state_dict, resize_context, resize_vocab,
@@ -170,12 +170,16 @@ def finetune(cfg, out=None, show=None, hooks=None):
     only out is given)."""
     cfg.validate()
     log, show = out or log_to_stderr, show or out or print
-    hooks = hooks or Hooks()
+    hooks = hooks or distributed.hooks_for(cfg)    # one process: Hooks(), the no-ops
+    if not hooks.is_main:
+        log = show = distributed.quiet             # rank 0 speaks for every process
     if cfg.num_threads:
         kernels.set_num_threads(cfg.num_threads)
     t_start = time.time()
-    prepare_out_dir(cfg)
-    save_config(cfg, os.path.join(cfg.out_dir, "finetune_config.json"))
+    with distributed.main_first(distributed.world()):   # rank 0 prepares out_dir
+        if hooks.is_main:
+            prepare_out_dir(cfg)
+            save_config(cfg, os.path.join(cfg.out_dir, "finetune_config.json"))
     metrics = MetricsLog(os.path.join(cfg.out_dir, "metrics.jsonl"), write=hooks.is_main)
     metrics.start_fresh()
     trandom.manual_seed(cfg.seed)
@@ -189,6 +193,11 @@ def finetune(cfg, out=None, show=None, hooks=None):
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
     opt, sched, decay = make_optimizer(cfg, params, row_mask)
+    if row_mask is not None and getattr(hooks, "zero", 0):
+        raise distributed.DistributedError(
+            "--zero 1 cannot keep the embedding's old rows fixed (their gradients are zeroed "
+            "after the reduce-scatter has taken them); run without --zero")
+    hooks.attach(opt)
     what = describe(cfg, module, row_mask, log)
 
     job = FinetuneJob(task, module, params, row_mask)
