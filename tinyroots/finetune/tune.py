@@ -168,35 +168,13 @@ def tune(cfg, out=print):
         os.remove(results_path)
     results = []
     for i, values in enumerate(trials):
-        trial_cfg = dataclasses.replace(
-            base, out_dir=os.path.join(cfg.out_dir, f"trial_{i:03d}"), save=False,
-            learning_rate=values["learning_rate"], weight_decay=values["weight_decay"],
-            dropout=values["dropout"], lora_rank=int(values["lora_rank"]))
-        t0 = time.time()
-        try:
-            run = finetune(trial_cfg, out=lambda m: None)
-            m = run.metrics
-            rec = {"trial": i, **values, metric: m[metric], "best_step": m["best_step"],
-                   "trainable_percent": m["trainable_percent"]}
-            for extra in ("accuracy", "f1", "val_loss", "bleu", "perplexity"):
-                if extra in m and extra != metric:
-                    rec[extra] = m[extra]
-        except (ValueError, OSError) as exc:        # a diverging or impossible trial
-            rec = {"trial": i, **values, metric: None, "error": str(exc)}
-        rec["time_s"] = round(time.time() - t0, 1)
+        rec = run_trial(base, i, values, metric, os.path.join(cfg.out_dir, f"trial_{i:03d}"))
         results.append(rec)
         with open(results_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
         out(f"trial {i + 1}/{len(trials)}: " + _fmt_values(values)
             + f" -> {metric} {_fmt(rec[metric])} ({rec['time_s']}s)")
-
-    def key(r):
-        v = r[metric]
-        if v is None or (isinstance(v, float) and not math.isfinite(v)):
-            return math.inf
-        return -v if higher else v
-
-    results.sort(key=key)
+    results.sort(key=lambda r: _rank_key(r[metric], higher))
     table = results_table(results, metric)
     out("\n" + table)
     with open(os.path.join(cfg.out_dir, "results.md"), "w", encoding="utf-8") as f:
@@ -204,15 +182,46 @@ def tune(cfg, out=print):
     best = results[0]
     if best[metric] is None:
         raise ValueError("tune: every trial failed; see results.jsonl")
-    best_cfg = dataclasses.replace(
-        base, out_dir=os.path.join(cfg.out_dir, "best"), save=True, progress=True,
-        learning_rate=best["learning_rate"], weight_decay=best["weight_decay"],
-        dropout=best["dropout"], lora_rank=int(best["lora_rank"]))
+    best_cfg = _with_values(base, best, out_dir=os.path.join(cfg.out_dir, "best"), save=True,
+                            progress=True)
     save_config(best_cfg, os.path.join(cfg.out_dir, "best_config.json"))
     out(f"best: trial {best['trial']} ({_fmt_values(best)}), {metric} {_fmt(best[metric])}; "
         f"config saved to {cfg.out_dir}/best_config.json -- train it with\n"
         f"  python -m tinyroots.finetune --config {cfg.out_dir}/best_config.json")
     return results, best_cfg
+
+
+def _with_values(base, values, **fixed):
+    """base with one trial's searched values (and the fixed settings) filled in."""
+    return dataclasses.replace(
+        base, learning_rate=values["learning_rate"], weight_decay=values["weight_decay"],
+        dropout=values["dropout"], lora_rank=int(values["lora_rank"]), **fixed)
+
+
+def run_trial(base, i, values, metric, out_dir):
+    """Fine-tune one trial quietly -> its record: the values, the metric (None if it failed),
+    the other metrics it reported, the time it took."""
+    t0 = time.time()
+    try:
+        run = finetune(_with_values(base, values, out_dir=out_dir, save=False),
+                       out=lambda m: None)
+        m = run.metrics
+        rec = {"trial": i, **values, metric: m[metric], "best_step": m["best_step"],
+               "trainable_percent": m["trainable_percent"]}
+        for extra in ("accuracy", "f1", "val_loss", "bleu", "perplexity"):
+            if extra in m and extra != metric:
+                rec[extra] = m[extra]
+    except (ValueError, OSError) as exc:        # a diverging or impossible trial
+        rec = {"trial": i, **values, metric: None, "error": str(exc)}
+    rec["time_s"] = round(time.time() - t0, 1)
+    return rec
+
+
+def _rank_key(value, higher):
+    """Sort key, best first; a failed or non-finite trial last."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return math.inf
+    return -value if higher else value
 
 
 def _fmt(v):
