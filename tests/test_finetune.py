@@ -397,3 +397,58 @@ def test_cli_config_file_and_evaluate(pretrained, classify_data, tmp_path):
     scored = json.loads(res.stdout)
     assert scored["accuracy"] == pytest.approx(metrics["accuracy"])
     assert scored["n"] == 60
+
+
+# ---------------------------------------------------------------------------------------------
+# run directories, truncation, divergence and bad input
+
+
+def test_a_saved_run_is_not_replaced_without_overwrite(pretrained, classify_data, tmp_path):
+    finetune(cfg("classify", pretrained, classify_data, tmp_path, max_steps=2), out=quiet)
+    before = (tmp_path / "eval.json").read_text()
+    with pytest.raises(FileExistsError, match="already holds a fine-tuning run.*--overwrite"):
+        finetune(cfg("classify", pretrained, classify_data, tmp_path, max_steps=2), out=quiet)
+    assert (tmp_path / "eval.json").read_text() == before
+    run = finetune(cfg("classify", pretrained, classify_data, tmp_path, max_steps=3,
+                       overwrite=True), out=quiet)
+    assert run.metrics["steps"] == 3
+    # a run that saves nothing (a tuning trial) may reuse a directory
+    finetune(cfg("classify", pretrained, classify_data, tmp_path, max_steps=1, save=False),
+             out=quiet)
+
+
+def test_sequences_longer_than_the_context_are_cut_and_counted(pretrained, tmp_path):
+    long_reply = " ".join(["the cat saw the dog"] * 30)              # > 64 tokens
+    rows = [{"prompt": "hello", "response": long_reply}, {"prompt": "hi", "response": "hello"}]
+    data = (write_jsonl(tmp_path / "t.jsonl", rows), write_jsonl(tmp_path / "v.jsonl", rows))
+    messages = []
+    run = finetune(cfg("chat", pretrained, data, tmp_path / "out", max_steps=1),
+                   out=messages.append)
+    cut = [m for m in messages if "longer than 64 tokens and were cut" in m]
+    assert len(cut) == 2 and "1 of 2 example(s)" in cut[0] and "losing" in cut[0]
+    trunc = run.metrics["examples_truncated"]
+    assert trunc["examples"] == 2 and trunc["tokens"] > 0           # train + val
+
+
+def test_finetune_command_errors_and_divergence(pretrained, classify_data, tmp_path, capsys):
+    from tinyroots.finetune import main
+    base = ["classify", "--init", pretrained, "--train", classify_data[0], "--val",
+            classify_data[1], "--no-progress", "--max-steps", "3"]
+    cases = [  # (extra flags, exit code, words in the one-line message)
+        (["--init", str(tmp_path / "missing")], 2, ["missing"]),
+        (["--train", str(tmp_path / "none.jsonl")], 2, ["none.jsonl"]),
+        (["--seed", "-1"], 2, ["'seed'"]),
+        (["--num-threads", "100000"], 2, ["'num_threads'"]),
+        (["--beta1", "2"], 2, ["'beta1'"]),
+        (["--learning-rate", "nan"], 2, ["finite number"]),
+        (["--learning-rate", "1e9", "--grad-clip", "0", "--warmup-steps", "0",
+          "--max-steps", "60", "--eval-interval", "100"], 1, ["diverged", "loss became"]),
+    ]
+    for i, (extra, code, words) in enumerate(cases):
+        try:
+            rc = main(base + ["--out-dir", str(tmp_path / f"r{i}")] + extra)
+        except SystemExit as exc:
+            rc = exc.code
+        err = capsys.readouterr().err
+        assert rc == code, (extra, err)
+        assert "Traceback" not in err and all(w in err for w in words), (extra, err)

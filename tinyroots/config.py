@@ -104,6 +104,8 @@ def coerce(cls, key, value):
             inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
             return typing.get_origin(tp)(inner(v) for v in value)
         return tp(value)
+    except ConfigError:
+        raise
     except (ValueError, TypeError, SyntaxError):
         name = getattr(tp, "__name__", str(tp))
         raise ConfigError(f"{cls.__name__}: '{key}' must be {name}"
@@ -242,6 +244,38 @@ def parse_config(cls, argv=None, presets=None, prog=None, description=None, expl
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# value checks shared by the job configs
+
+MAX_THREADS_PER_CORE = 4       # --num-threads above 4 x the cores is refused (libgomp's
+                               # stacks overflow long before 100,000 threads)
+
+
+def check_ranges(cfg, ranges):
+    """ranges: {field: (lo, hi)}, both inclusive, None for no bound; a field that is None
+    (an Optional left unset) passes. Raises ConfigError naming the field, value and range."""
+    name = type(cfg).__name__
+    for key, (lo, hi) in ranges.items():
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            want = (f"in [{lo}, {hi}]" if lo is not None and hi is not None
+                    else f">= {lo}" if lo is not None else f"<= {hi}")
+            raise ConfigError(f"{name}: '{key}' must be {want}, got {value!r}")
+
+
+def check_common(cfg):
+    """seed, num_threads, beta1, beta2: the same rules in every job that has them."""
+    cap = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
+    ranges = {"seed": (0, 2 ** 63 - 1), "num_threads": (0, cap)}
+    check_ranges(cfg, {k: v for k, v in ranges.items() if hasattr(cfg, k)})
+    for key in ("beta1", "beta2"):
+        if hasattr(cfg, key) and not 0.0 <= getattr(cfg, key) < 1.0:
+            raise ConfigError(f"{type(cfg).__name__}: '{key}' must be in [0, 1), got "
+                              f"{getattr(cfg, key)!r}")
 
 
 def save_config(cfg, path):

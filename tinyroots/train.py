@@ -29,7 +29,8 @@ import numpy as np
 from . import checkpoint as ck
 from . import distributed, kernels, optim
 from . import random as trandom
-from .config import ConfigError, load_saved_config, parse_config, save_config
+from .config import (ConfigError, check_common, check_ranges, load_saved_config, parse_config,
+                     save_config)
 from .fileio import write_json
 from .model import GPT, GPTConfig
 from .training import (Batcher, LoopSettings, MetricsLog, ResumeError,
@@ -99,13 +100,8 @@ class TrainConfig:
     plot: bool = True                  # save loss.png (needs matplotlib)
 
     def validate(self):
-        positive = ("n_layer", "n_head", "n_embd", "block_size", "batch_size",
-                    "grad_accum_steps", "max_steps", "eval_interval", "eval_batches",
-                    "log_interval")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"TrainConfig: '{name}' must be >= 1, got "
-                                  f"{getattr(self, name)}")
+        check_ranges(self, TRAIN_RANGES)
+        check_common(self)
         if self.tokenizer not in ("bpe", "char"):
             raise ConfigError(f"TrainConfig: 'tokenizer' must be 'bpe' or 'char', got "
                               f"{self.tokenizer!r}")
@@ -115,22 +111,50 @@ class TrainConfig:
         if self.tokenizer == "bpe" and self.vocab_size < 257:
             raise ConfigError(f"TrainConfig: 'vocab_size' must be >= 257 for byte-level BPE "
                               f"(256 bytes + <|endoftext|>), got {self.vocab_size}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"TrainConfig: 'val_fraction' must be in (0, 1), got "
-                              f"{self.val_fraction}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"TrainConfig: n_embd={self.n_embd} must be divisible by "
                               f"n_head={self.n_head}")
-        for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "l1", "l2",
-                     "max_time", "early_stop_min_delta"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"TrainConfig: '{name}' must be >= 0, got "
-                                  f"{getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"TrainConfig: 'dropout' must be in [0, 1), got {self.dropout}")
-        if self.early_stop_patience < 0 or self.warmup_steps < 0 or self.sample_tokens < 0:
-            raise ConfigError("TrainConfig: early_stop_patience, warmup_steps and "
-                              "sample_tokens must be >= 0")
+        if not self.init_from:
+            check_memory(self)
+
+
+BIG = 10 ** 12
+TRAIN_RANGES = {   # inclusive; a value outside is an error naming the field
+    "n_layer": (1, 1000), "n_head": (1, 4096), "n_embd": (1, 1 << 20),
+    "block_size": (1, 1 << 24), "batch_size": (1, 1 << 24), "grad_accum_steps": (1, 1 << 20),
+    "vocab_size": (1, 1 << 24), "max_steps": (1, BIG), "eval_interval": (1, BIG),
+    "eval_batches": (1, 1 << 20), "log_interval": (1, BIG), "lr_decay_steps": (1, BIG),
+    "warmup_steps": (0, BIG), "early_stop_patience": (0, BIG), "sample_tokens": (0, 1 << 20),
+    "val_fraction": (0.001, 0.5), "dropout": (0.0, 0.99), "learning_rate": (0.0, None),
+    "min_lr": (0.0, None), "weight_decay": (0.0, None), "grad_clip": (0.0, None),
+    "l1": (0.0, None), "l2": (0.0, None), "max_time": (0.0, None),
+    "early_stop_min_delta": (0.0, None), "target_val_loss": (0.0, None),
+}
+
+
+def training_bytes(cfg):
+    """A rough lower bound of the memory a training step needs, in bytes (float32): weights,
+    gradients and two AdamW moments, plus each block's saved activations (about 16 C values
+    and 2 attention maps of T per head, per token) and the logits with their gradient."""
+    V = 65 if cfg.tokenizer == "char" else cfg.vocab_size
+    B, T, C, L, NH = cfg.batch_size, cfg.block_size, cfg.n_embd, cfg.n_layer, cfg.n_head
+    params = 12 * L * C * C + (V + T) * C
+    activations = L * B * T * (16 * C + 2 * NH * T) + 2 * B * T * V
+    return 4 * (4 * params + activations)
+
+
+def check_memory(cfg):
+    """Refuse a model and batch that cannot fit in this machine's memory, before allocating."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return
+    need = training_bytes(cfg)
+    if need > total:
+        raise ConfigError(f"TrainConfig: this model and batch need at least {need / 2**30:,.1f} "
+                          f"GiB to train (n_layer={cfg.n_layer}, n_embd={cfg.n_embd}, "
+                          f"block_size={cfg.block_size}, batch_size={cfg.batch_size}); this "
+                          f"machine has {total / 2**30:.1f} GiB")
 
 
 PRESETS = {
@@ -393,6 +417,9 @@ def build_model(cfg, tokenizer, log):
 def start_run(cfg, log):
     """Check the run directory, seed, read the data, build or load the model.
     -> (corpus, tokenizer, model, the checkpoint to resume from or None)"""
+    if cfg.init_from and not os.path.isdir(cfg.init_from):
+        raise FileNotFoundError(f"--init-from {cfg.init_from}: no such directory (a checkpoint "
+                                "directory, e.g. a run's best/)")
     world = distributed.world()
     with distributed.main_first(world):    # rank 0 writes the run directory and data caches
         if cfg.resume:

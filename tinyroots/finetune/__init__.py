@@ -42,6 +42,7 @@ a data file.
 
 import sys
 
+from .. import distributed
 from ..config import parse_config
 from .classify import GPTClassifier, load_classifier, predict, save_classifier
 from .config import FinetuneConfig
@@ -68,11 +69,17 @@ def task_argv(argv):
 
 
 def main(argv=None):
-    cfg = parse_config(FinetuneConfig, task_argv(argv), prog=PROG + " TASK",
-                       description=__doc__)
-    try:
-        finetune(cfg)
-    except (OSError, ValueError) as exc:          # DataError, CheckpointError, ConfigError...
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    """User errors (DataError, CheckpointError, ConfigError, a missing file...) print one line
+    and exit 2 (--debug shows the traceback); a diverged run exits 1, Ctrl-C 130."""
+    # under mpiexec -n N: data-parallel, and an error on any rank ends every rank
+    return distributed.run_command(PROG, _main, task_argv(argv))
+
+
+def _main(argv):
+    cfg = parse_config(FinetuneConfig, argv, prog=PROG + " TASK", description=__doc__)
+    result = finetune(cfg)
+    if result.diverged:
+        print(f"{PROG}: error: training diverged: {result.metrics['stop_reason']} (try a "
+              "lower --learning-rate)", file=sys.stderr)
+        return 1
+    return 130 if result.interrupted else 0

@@ -129,7 +129,7 @@ class ClassifyTask(Task):
         self.limit = limit
         if self.n_cut:
             self.log(f"classify: {self.n_cut} text(s) longer than {limit} tokens keep only "
-                     f"their first {limit}")
+                     f"their first {limit} ({self.tokens_cut:,} tokens cut)")
         self.train_sampler = self.sampler(len(self.train_items))
         counts = np.bincount([y for _, y in self.train_items], minlength=len(labels))
         self.log(f"classify: {len(labels)} labels from {self.cfg.train} "

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Optional
 
-from ..config import ConfigError
+from ..config import ConfigError, check_common
 from .data import TASKS
 
 DEFAULT_METRIC = {"classify": "accuracy", "chat": "val_loss", "translate": "val_loss",
@@ -79,6 +79,7 @@ class FinetuneConfig:
 
     def validate(self):
         name = type(self).__name__
+        check_common(self)               # seed, num_threads, beta1, beta2
         if self.task not in TASKS:
             raise ConfigError(f"{name}: 'task' must be one of {', '.join(TASKS)}, got "
                               f"{self.task!r}")

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..metrics import perplexity
 from ..tensor import no_grad
-from ..train import Batcher
+from ..training import Batcher
 from .data import DataError
 from .sft import SFTTask
 

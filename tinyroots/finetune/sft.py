@@ -49,7 +49,15 @@ class SFTTask(Task):
         return gpt
 
     def _encode(self, examples, what):
+        cut_before, tokens_before = self.n_cut, self.tokens_cut
         items = self.encode_all(examples, self.encode_example, self.limit, what)
+        if self.n_cut > cut_before:
+            total = sum(len(ids) for ids, _ in items)
+            lost = self.tokens_cut - tokens_before
+            self.log(f"{what}: {self.n_cut - cut_before} of {len(items)} example(s) are longer "
+                     f"than {self.limit} tokens and were cut to it, losing {lost:,} of "
+                     f"{total:,} tokens ({100.0 * lost / max(total, 1):.1f}%); raise "
+                     "--block-size (or --max-length) to keep them")
         kept = []
         for ids, labels in items:
             ids, labels = ids[:self.limit], labels[:self.limit]

@@ -23,6 +23,7 @@ class Task:
         self.tokenizer = tokenizer
         self.log = log
         self.n_cut = 0         # examples longer than max_length (cut)
+        self.tokens_cut = 0    # the tokens those cuts removed
         eot = getattr(tokenizer, "eot_token_id", None)
         self.pad_id = eot if eot is not None else 0
         self.augment = Augmenter(cfg.token_dropout, cfg.token_mask, cfg.span_deletion,
@@ -63,8 +64,14 @@ class Task:
                 raise DataError(f"{what} line {ex['line']}: cannot encode it ({exc})") from None
             if len(item[0]) > limit:
                 self.n_cut += 1
+                self.tokens_cut += len(item[0]) - limit
             out.append(item)
         return out
+
+    @property
+    def truncation(self):
+        """For eval.json: how many examples the context (max_length) cut, and by how much."""
+        return {"examples": self.n_cut, "tokens": self.tokens_cut}
 
     def sampler(self, n):
         return EpochSampler(n, self.cfg.batch_size, self.cfg.seed + 11)
