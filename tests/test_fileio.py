@@ -72,3 +72,19 @@ def test_atomic_write_keeps_the_umask(tmp_path, umask):
     for name in ("f.bin", "g.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
     assert os.umask(old) == old                  # and the process umask is left as it was
+
+
+def test_every_json_file_goes_through_the_one_reader(tmp_path):
+    """trainer_state.json (resume) and a --config JSON file: deep nesting is one line naming
+    the file there too (config.json, vocab.json and tokenizer_config.json are tested beside
+    their loaders, in test_checkpoint.py and test_tokenizer_formats.py)."""
+    import tinyroots as tr
+    from tinyroots import training
+    from tinyroots.config import ConfigError, load_config_file
+    model = tr.GPT(tr.GPTConfig(n_layer=1, n_head=1, n_embd=8, vocab_size=10, block_size=4))
+    (tmp_path / "trainer_state.json").write_text("[" * 200_000)
+    with pytest.raises(ValueError, match="trainer_state.json: not valid JSON here .*nested"):
+        training.load_training_state(str(tmp_path), tr.optim.AdamW(model.parameters()))
+    (tmp_path / "run.json").write_text('{"a": ' * 200_000)
+    with pytest.raises(ConfigError, match="run.json: not valid JSON here .*nested"):
+        load_config_file(str(tmp_path / "run.json"))
