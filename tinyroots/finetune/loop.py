@@ -206,38 +206,44 @@ def finetune(cfg, out=None, show=None, hooks=None):
                                         higher_is_better=HIGHER_IS_BETTER[metric])
     state = Trainer(job, params, opt, sched, settings, hooks=hooks, log=log, metrics=metrics,
                     penalty_params=decay).run()
-    train_time = state.elapsed
-
-    # -- the best weights, the final evaluation, the checkpoint ---------------------------------
-    if cfg.restore_best and job.best_state is not None and state.best_step != state.step:
-        job.restore_best()
-    final = task.evaluate(module, final=True)
-    n_trainable, n_total = trainable_count(module, row_mask)
-    summary = {
-        "task": cfg.task, "metric": metric, "best_step": state.best_step, "steps": state.step,
-        "stop_reason": state.stop_reason, "train_time_s": round(train_time, 2),
-        "elapsed_s": round(time.time() - t_start, 2),
-        "trainable_params": n_trainable, "total_params": n_total,
-        "trainable_percent": round(100.0 * n_trainable / n_total, 3),
-        "init": source, "training": what,
-        "augmentation": {"token_dropout": cfg.token_dropout, "token_mask": cfg.token_mask,
-                         "span_deletion": cfg.span_deletion},
-        "skipped_lines": {"train": [list(s) for s in skipped_train],
-                          "val": [list(s) for s in skipped_val]},
-        "examples_truncated": getattr(task, "truncation", None),
-    }
-    results = {**rounded(final), **summary}
-    checkpoint = None
-    if cfg.save and hooks.is_main:
-        checkpoint = save_checkpoint(cfg, task, module, gpt, source)
-        results["checkpoint"] = checkpoint
-    results["elapsed_s"] = round(time.time() - t_start, 2)
-    if hooks.is_main:
-        write_json(os.path.join(cfg.out_dir, "eval.json"), results)
+    about = {"init": source, "training": what,
+             "skipped_lines": {"train": [list(s) for s in skipped_train],
+                               "val": [list(s) for s in skipped_val]}}
+    results, final, checkpoint = finish(cfg, job, state, gpt, source, about, t_start,
+                                        hooks.is_main)
     report(state, metric, final, checkpoint, cfg, show)
     return Result(metrics=results, history=metrics.history, module=module, gpt=gpt,
                   tokenizer=tokenizer, task=task, checkpoint=checkpoint, state=state,
                   diverged=state.diverged, interrupted=state.interrupted)
+
+
+def finish(cfg, job, state, gpt, source, about, t_start, is_main):
+    """Step 7: the best weights back, the final evaluation on the whole validation set, the
+    checkpoint and eval.json -> (the eval.json dict, the final metrics, the checkpoint
+    directory or None)."""
+    task, module = job.task, job.module
+    if cfg.restore_best and job.best_state is not None and state.best_step != state.step:
+        job.restore_best()
+    final = task.evaluate(module, final=True)
+    n_trainable, n_total = trainable_count(module, job.row_mask)
+    results = {
+        **rounded(final), "task": cfg.task, "metric": cfg.metric_name,
+        "best_step": state.best_step, "steps": state.step, "stop_reason": state.stop_reason,
+        "train_time_s": round(state.elapsed, 2), "trainable_params": n_trainable,
+        "total_params": n_total, "trainable_percent": round(100.0 * n_trainable / n_total, 3),
+        **about,
+        "augmentation": {"token_dropout": cfg.token_dropout, "token_mask": cfg.token_mask,
+                         "span_deletion": cfg.span_deletion},
+        "examples_truncated": getattr(task, "truncation", None),
+    }
+    checkpoint = None
+    if cfg.save and is_main:
+        checkpoint = save_checkpoint(cfg, task, module, gpt, source)
+        results["checkpoint"] = checkpoint
+    results["elapsed_s"] = round(time.time() - t_start, 2)
+    if is_main:
+        write_json(os.path.join(cfg.out_dir, "eval.json"), results)
+    return results, final, checkpoint
 
 
 def prepare_out_dir(cfg):
