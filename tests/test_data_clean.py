@@ -202,3 +202,53 @@ def test_ordered_map_is_lazy_and_ordered():
     out = list(itertools.islice(ordered_map(len, endless(), workers=2), 50))
     assert out == [(i, i % 7) for i in range(50)]
     assert len(pulled) <= 50 + 4  # at most max_pending = 2 * workers ahead
+
+
+# -- bad input is a clear error, and nothing private is written beside the corpus --------------
+
+def test_rejected_samples_are_redacted(tmp_path):
+    secret = "Write to jane.doe@example.com or call +1 (555) 123-4567."
+    doc = DOCS[3] + "\n" + secret
+    write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": doc}, {"id": "b", "text": doc},
+                                        {"id": "c", "text": "tiny " + secret}])
+    clean([str(tmp_path / "in.jsonl")], str(tmp_path / "o"), keep_rejected=10)
+    rejected = {name: read_jsonl(tmp_path / "o" / "rejected" / name)
+                for name in os.listdir(tmp_path / "o" / "rejected")}
+    assert set(rejected) >= {"exact_dup.jsonl"} and len(rejected) >= 2
+    for items in rejected.values():
+        for item in items:
+            assert "jane.doe@example.com" not in item["text"] and "555" not in item["text"]
+            assert "<EMAIL>" in item["text"] and "<PHONE>" in item["text"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "0"], "--workers: expected an integer >= 1, got 0"),
+    (["--keep-rejected", "-1"], "--keep-rejected: expected an integer >= 0, got -1"),
+    (["--languages", "english"], "CleanConfig.languages: expected lid.176 language codes"),
+])
+def test_bad_clean_options_are_one_line_errors(tmp_path, args, message):
+    (tmp_path / "a.txt").write_text(DOCS[0], encoding="utf-8")
+    res = run_cli("clean", str(tmp_path / "a.txt"), "-o", str(tmp_path / "o"), *args)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr
+
+
+def test_output_that_is_a_file_is_an_error(tmp_path):
+    (tmp_path / "a.txt").write_text(DOCS[0], encoding="utf-8")
+    (tmp_path / "taken").write_text("keep me", encoding="utf-8")
+    res = run_cli("clean", str(tmp_path / "a.txt"), "-o", str(tmp_path / "taken"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "is an existing file; expected a directory" in res.stderr
+    assert (tmp_path / "taken").read_text() == "keep me"
+    with pytest.raises(ValueError, match="workers: expected an integer >= 1"):
+        clean([str(tmp_path / "a.txt")], str(tmp_path / "o"), workers=0)
+
+
+def test_deeply_nested_json_is_counted_as_malformed(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text(json.dumps({"text": DOCS[0], "id": "ok"}) + "\n" + "[" * 200_000 + "\n",
+                    encoding="utf-8")
+    report = clean([str(path)], str(tmp_path / "o"))
+    assert report["docs_in"] == 1 and report["docs_out"] == 1
+    assert report["problems"] == [f"{path}:2: JSON nested too deeply"]
+    res = run_cli("clean", str(path), "-o", str(tmp_path / "o2"))
+    assert res.returncode == 0 and "1 malformed records skipped" in res.stdout
