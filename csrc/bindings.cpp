@@ -21,6 +21,7 @@
 #include "embedding.h"
 #include "gelu.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "layernorm.h"
 #include "optimizer.h"
 #include "softmax.h"
@@ -337,6 +338,183 @@ F32 matmul_tn(py::handle a_, py::handle b_) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// ---- bf16 mixed precision (gemm_bf16.h)
+//
+// A bf16 operand is a float32 array (rounded to bf16 as the GEMM packs it) or a uint16 array of
+// bf16 bit patterns (what tinyroots.ref.to_bf16 returns; NumPy has no bfloat16 dtype).
+
+using U16 = py::array_t<uint16_t, py::array::c_style>;
+
+struct Bf16Input {
+    py::array array;  // keeps the (possibly copied) data alive
+    tinyroots::Bf16Operand op;
+};
+
+Bf16Input input_bf16(const py::handle& obj, const char* kernel, const char* name) {
+    if (!py::isinstance<py::array>(obj))
+        fail(kernel, std::string(name) + " must be a numpy array, got " +
+                         std::string(py::str(py::type::of(obj))));
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    Bf16Input in;
+    if (a.dtype().is(py::dtype::of<float>())) {
+        F32 f = F32::ensure(a);
+        in.op = {f.data(), false, 0};
+        in.array = f;
+    } else if (a.dtype().is(py::dtype::of<uint16_t>())) {
+        U16 h = U16::ensure(a);
+        in.op = {h.data(), true, 0};
+        in.array = h;
+    } else {
+        throw py::type_error(std::string(kernel) + ": " + name +
+                             " must be float32, or bfloat16 bit patterns as uint16 "
+                             "(tinyroots.ref.to_bf16), got " + std::string(py::str(a.dtype())));
+    }
+    if (in.array.ndim() >= 1) in.op.ld = (int64_t)in.array.shape(in.array.ndim() - 1);
+    return in;
+}
+
+struct LinearBf16Args {
+    Bf16Input x, w;
+    F32 b;
+    const float* bias = nullptr;
+    int64_t N = 0, C = 0, OC = 0;
+    Shape out_shape;
+};
+
+LinearBf16Args linear_bf16_args(py::handle x_, py::handle w_, py::handle b_, const char* k) {
+    LinearBf16Args a;
+    a.x = input_bf16(x_, k, "x");
+    a.w = input_bf16(w_, k, "w");
+    const py::array& x = a.x.array;
+    const py::array& w = a.w.array;
+    if (x.ndim() < 1) fail(k, "x must have shape (..., C), got a 0-d array");
+    a.C = x.shape(x.ndim() - 1);
+    a.N = rows_before_last(x);
+    if (w.ndim() != 2 || w.shape(0) != a.C)
+        fail(k, "w must have shape (C, OC) with C = " + std::to_string(a.C) +
+                    " (the last axis of x " + shape_str(x) + "), got " + shape_str(w));
+    a.OC = w.shape(1);
+    if (!b_.is_none()) {
+        a.b = input_f32(b_, k, "b");
+        expect_shape(a.b, {a.OC}, k, "b");
+        a.bias = a.b.data();
+    }
+    a.out_shape = append(leading(x), a.OC);
+    return a;
+}
+
+F32 linear_forward_bf16(py::handle x_, py::handle w_, py::handle b_) {
+    LinearBf16Args a = linear_bf16_args(x_, w_, b_, "linear_forward_bf16");
+    F32 out(a.out_shape);
+    {
+        py::gil_scoped_release nogil;
+        tinyroots::linear_forward_bf16(out.mutable_data(), a.x.op, a.w.op, a.bias, a.N, a.C,
+                                       a.OC);
+    }
+    return out;
+}
+
+py::tuple linear_gelu_forward_bf16(py::handle x_, py::handle w_, py::handle b_) {
+    LinearBf16Args a = linear_bf16_args(x_, w_, b_, "linear_gelu_forward_bf16");
+    F32 pre(a.out_shape), out(a.out_shape);
+    {
+        py::gil_scoped_release nogil;
+        tinyroots::linear_gelu_forward_bf16(pre.mutable_data(), out.mutable_data(), a.x.op,
+                                            a.w.op, a.bias, a.N, a.C, a.OC);
+    }
+    return py::make_tuple(pre, out);
+}
+
+F32 linear_residual_forward_bf16(py::handle x_, py::handle w_, py::handle b_,
+                                 py::handle residual_) {
+    const char* k = "linear_residual_forward_bf16";
+    LinearBf16Args a = linear_bf16_args(x_, w_, b_, k);
+    F32 residual = input_f32(residual_, k, "residual");
+    expect_shape(residual, a.out_shape, k, "residual");
+    F32 out(a.out_shape);
+    {
+        py::gil_scoped_release nogil;
+        tinyroots::linear_residual_forward_bf16(out.mutable_data(), a.x.op, a.w.op, a.bias,
+                                                residual.data(), a.N, a.C, a.OC);
+    }
+    return out;
+}
+
+py::tuple linear_backward_bf16(py::handle dout_, py::handle x_, py::handle w_, bool need_dx) {
+    const char* k = "linear_backward_bf16";
+    LinearBf16Args a = linear_bf16_args(x_, w_, py::none(), k);
+    F32 dout = input_f32(dout_, k, "dout");
+    expect_shape(dout, a.out_shape, k, "dout");
+    F32 dw(Shape{a.C, a.OC}), db(Shape{a.OC});
+    F32 dx;
+    if (need_dx) dx = F32(shape_of(a.x.array));
+    {
+        py::gil_scoped_release nogil;
+        tinyroots::linear_backward_bf16(need_dx ? dx.mutable_data() : nullptr, dw.mutable_data(),
+                                        db.mutable_data(), dout.data(), a.x.op, a.w.op, a.N,
+                                        a.C, a.OC);
+    }
+    return py::make_tuple(need_dx ? py::object(dx) : py::none(), dw, db);
+}
+
+// a (M, K) @ b^T with b stored (N, K) -> (M, N)
+F32 matmul_nt_bf16(py::handle a_, py::handle b_) {
+    const char* k = "matmul_nt_bf16";
+    Bf16Input a = input_bf16(a_, k, "a"), b = input_bf16(b_, k, "b");
+    if (a.array.ndim() != 2 || b.array.ndim() != 2 || a.array.shape(1) != b.array.shape(1))
+        fail(k, "a must be (M, K) and b (N, K) with the same K, got a " + shape_str(a.array) +
+                    " and b " + shape_str(b.array));
+    const int64_t M = a.array.shape(0), K = a.array.shape(1), N = b.array.shape(0);
+    F32 out(Shape{M, N});
+    {
+        py::gil_scoped_release nogil;
+        tinyroots::matmul_nt_bf16(out.mutable_data(), a.op, b.op, M, N, K);
+    }
+    return out;
+}
+
+// a^T @ b with a stored (K, M) and b (K, N) -> (M, N)
+F32 matmul_tn_bf16(py::handle a_, py::handle b_) {
+    const char* k = "matmul_tn_bf16";
+    Bf16Input a = input_bf16(a_, k, "a"), b = input_bf16(b_, k, "b");
+    if (a.array.ndim() != 2 || b.array.ndim() != 2 || a.array.shape(0) != b.array.shape(0))
+        fail(k, "a must be (K, M) and b (K, N) with the same K, got a " + shape_str(a.array) +
+                    " and b " + shape_str(b.array));
+    const int64_t K = a.array.shape(0), M = a.array.shape(1), N = b.array.shape(1);
+    F32 out(Shape{M, N});
+    {
+        py::gil_scoped_release nogil;
+        tinyroots::matmul_tn_bf16(out.mutable_data(), a.op, b.op, M, N, K);
+    }
+    return out;
+}
+
+// float32 (any shape) -> bf16 bit patterns as uint16, rounded to nearest even
+U16 to_bf16(py::handle x_) {
+    F32 x = input_f32(x_, "to_bf16", "x");
+    U16 out(shape_of(x));
+    {
+        py::gil_scoped_release nogil;
+        tinyroots::float_to_bf16(out.mutable_data(), x.data(), (int64_t)x.size());
+    }
+    return out;
+}
+
+// bf16 bit patterns (uint16, any shape) -> float32, exactly
+F32 from_bf16(py::handle h_) {
+    if (!py::isinstance<py::array>(h_) ||
+        !py::reinterpret_borrow<py::array>(h_).dtype().is(py::dtype::of<uint16_t>()))
+        throw py::type_error("from_bf16: h must be a uint16 array of bf16 bit patterns");
+    U16 h = U16::ensure(py::reinterpret_borrow<py::array>(h_));
+    F32 out(shape_of(h));
+    {
+        py::gil_scoped_release nogil;
+        tinyroots::bf16_to_float(out.mutable_data(), h.data(), (int64_t)h.size());
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // layernorm
 
 py::tuple layernorm_forward(py::handle x_, py::handle w_, py::handle b_, float eps) {
@@ -598,23 +776,27 @@ int64_t attention_channels(const F32& qkv, int64_t n_head, const char* k) {
     return C3 / 3;
 }
 
-py::tuple attention_forward(py::handle qkv_, int64_t n_head) {
-    const char* k = "attention_forward";
+using AttentionForward = void (*)(float*, float*, const float*, int64_t, int64_t, int64_t,
+                                  int64_t);
+using AttentionBackward = void (*)(float*, const float*, const float*, const float*,
+                                   const float*, int64_t, int64_t, int64_t, int64_t);
+
+// attention_forward and attention_forward_plain (kernel): the same checks, the same outputs.
+py::tuple attention_forward_with(AttentionForward kernel, const char* k, py::handle qkv_,
+                                 int64_t n_head) {
     F32 qkv = input_f32(qkv_, k, "qkv");
     const int64_t C = attention_channels(qkv, n_head, k);
     const int64_t B = qkv.shape(0), T = qkv.shape(1);
     F32 out(Shape{B, T, C}), lse(Shape{B, n_head, T});
     {
         py::gil_scoped_release nogil;
-        tinyroots::attention_forward(out.mutable_data(), lse.mutable_data(), qkv.data(), B, T, C,
-                                     n_head);
+        kernel(out.mutable_data(), lse.mutable_data(), qkv.data(), B, T, C, n_head);
     }
     return py::make_tuple(out, lse);
 }
 
-F32 attention_backward(py::handle dout_, py::handle qkv_, py::handle out_, py::handle lse_,
-                       int64_t n_head) {
-    const char* k = "attention_backward";
+F32 attention_backward_with(AttentionBackward kernel, const char* k, py::handle dout_,
+                            py::handle qkv_, py::handle out_, py::handle lse_, int64_t n_head) {
     F32 qkv = input_f32(qkv_, k, "qkv"), dout = input_f32(dout_, k, "dout");
     F32 out = input_f32(out_, k, "out"), lse = input_f32(lse_, k, "lse");
     const int64_t C = attention_channels(qkv, n_head, k);
@@ -625,10 +807,31 @@ F32 attention_backward(py::handle dout_, py::handle qkv_, py::handle out_, py::h
     F32 dqkv(shape_of(qkv));
     {
         py::gil_scoped_release nogil;
-        tinyroots::attention_backward(dqkv.mutable_data(), dout.data(), qkv.data(), out.data(),
-                                      lse.data(), B, T, C, n_head);
+        kernel(dqkv.mutable_data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, C,
+               n_head);
     }
     return dqkv;
+}
+
+py::tuple attention_forward(py::handle qkv, int64_t n_head) {
+    return attention_forward_with(tinyroots::attention_forward, "attention_forward", qkv, n_head);
+}
+
+py::tuple attention_forward_plain(py::handle qkv, int64_t n_head) {
+    return attention_forward_with(tinyroots::attention_forward_plain, "attention_forward_plain",
+                                  qkv, n_head);
+}
+
+F32 attention_backward(py::handle dout, py::handle qkv, py::handle out, py::handle lse,
+                       int64_t n_head) {
+    return attention_backward_with(tinyroots::attention_backward, "attention_backward", dout, qkv,
+                                   out, lse, n_head);
+}
+
+F32 attention_backward_plain(py::handle dout, py::handle qkv, py::handle out, py::handle lse,
+                             int64_t n_head) {
+    return attention_backward_with(tinyroots::attention_backward_plain,
+                                   "attention_backward_plain", dout, qkv, out, lse, n_head);
 }
 
 tinyroots::HeadsView heads_view(const F32& a) {
@@ -755,6 +958,21 @@ PYBIND11_MODULE(_C, m) {
     m.def("matmul_backward", &matmul_backward, py::arg("dout"), py::arg("a"), py::arg("b"));
     m.def("matmul_nt", &matmul_nt, py::arg("a"), py::arg("b"));
     m.def("matmul_tn", &matmul_tn, py::arg("a"), py::arg("b"));
+    // bf16 mixed precision (gemm_bf16.h)
+    m.def("bf16_isa", &tinyroots::bf16_isa,
+          "Path of the bf16 GEMM: amx, avx512bf16 or portable.");
+    m.def("linear_forward_bf16", &linear_forward_bf16, py::arg("x"), py::arg("w"),
+          py::arg("b") = py::none());
+    m.def("linear_gelu_forward_bf16", &linear_gelu_forward_bf16, py::arg("x"), py::arg("w"),
+          py::arg("b") = py::none());
+    m.def("linear_residual_forward_bf16", &linear_residual_forward_bf16, py::arg("x"),
+          py::arg("w"), py::arg("b"), py::arg("residual"));
+    m.def("linear_backward_bf16", &linear_backward_bf16, py::arg("dout"), py::arg("x"),
+          py::arg("w"), py::arg("need_dx") = true);
+    m.def("matmul_nt_bf16", &matmul_nt_bf16, py::arg("a"), py::arg("b"));
+    m.def("matmul_tn_bf16", &matmul_tn_bf16, py::arg("a"), py::arg("b"));
+    m.def("to_bf16", &to_bf16, py::arg("x"));
+    m.def("from_bf16", &from_bf16, py::arg("h"));
 
     m.def("layernorm_forward", &layernorm_forward, py::arg("x"), py::arg("w"),
           py::arg("b") = py::none(), py::arg("eps") = 1e-5f);
@@ -790,6 +1008,10 @@ PYBIND11_MODULE(_C, m) {
           py::arg("out"), py::arg("lse"), py::arg("n_head"));
     m.def("attention_decode", &attention_decode, py::arg("q"), py::arg("k"), py::arg("v"),
           py::arg("n_past"));
+    // the plain loops of attention.cpp, on their own (tested against ref like the rest)
+    m.def("attention_forward_plain", &attention_forward_plain, py::arg("qkv"), py::arg("n_head"));
+    m.def("attention_backward_plain", &attention_backward_plain, py::arg("dout"), py::arg("qkv"),
+          py::arg("out"), py::arg("lse"), py::arg("n_head"));
 
     // optimizer updates (in place, return None)
     m.def("adamw_update", &adamw_update, py::arg("param"), py::arg("grad"), py::arg("m"),

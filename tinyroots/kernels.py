@@ -55,8 +55,9 @@ def _first_array(args, kwargs):
     return None
 
 
-def _bind(slow):
-    """The kernel named like ``slow`` (a ref function): ``_C``'s twin for float32 arrays, the
+def _bind(slow, dtypes=(np.float32,)):
+    """The kernel named like ``slow`` (a ref function): ``_C``'s twin when the first array is
+    of one of ``dtypes`` (float32; the bf16 kernels also take uint16 bf16 bit patterns), the
     reference for anything else (float64 gradient checks) and when the extension lacks it."""
     name = slow.__name__
     fast = getattr(_C, name, None) if _C is not None else None
@@ -66,7 +67,7 @@ def _bind(slow):
 
     def kernel(*args, **kwargs):
         first = _first_array(args, kwargs)
-        if first is not None and first.dtype == np.float32:
+        if first is not None and first.dtype in dtypes:
             return fast(*args, **kwargs)
         return slow(*args, **kwargs)
 
@@ -112,6 +113,17 @@ attention_decode = _bind(ref.attention_decode)
 
 adamw_update = _bind(ref.adamw_update)
 sgd_update = _bind(ref.sgd_update)
+
+# bf16 mixed precision (csrc/gemm_bf16.h): operands float32 or bf16 bit patterns (uint16)
+_BF16_IN = (np.float32, np.uint16)
+to_bf16 = _bind(ref.to_bf16)
+from_bf16 = _bind(ref.from_bf16, dtypes=(np.uint16,))
+linear_forward_bf16 = _bind(ref.linear_forward_bf16, _BF16_IN)
+linear_backward_bf16 = _bind(ref.linear_backward_bf16, _BF16_IN)
+linear_gelu_forward_bf16 = _bind(ref.linear_gelu_forward_bf16, _BF16_IN)
+linear_residual_forward_bf16 = _bind(ref.linear_residual_forward_bf16, _BF16_IN)
+matmul_nt_bf16 = _bind(ref.matmul_nt_bf16, _BF16_IN)
+matmul_tn_bf16 = _bind(ref.matmul_tn_bf16, _BF16_IN)
 
 # every kernel above, in order (tests check each one against ref on every SIMD path)
 KERNEL_NAMES = tuple(IMPLEMENTATION)
@@ -161,6 +173,7 @@ def info():
         "extension": None if _C is None else getattr(_C, "__file__", "built-in"),
         "extension_error": None if _import_error is None else str(_import_error),
         "simd_isa": _C.simd_isa() if _C is not None else "none",
+        "bf16_isa": _C.bf16_isa() if _C is not None else "numpy",
         "openmp": bool(getattr(_C, "openmp", False)),
         "malloc_tuned": bool(getattr(_C, "malloc_tuned", False)),
         "num_threads": get_num_threads(),

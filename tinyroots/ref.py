@@ -366,3 +366,68 @@ def sgd_update(param, grad, buf, lr, momentum, weight_decay, nesterov):
         buf += g
         g = g + momentum * buf if nesterov else buf
     param -= lr * g
+
+
+# ---------------------------------------------------------------------------------------------
+# bfloat16 mixed precision: the same products with both inputs rounded to bf16, summed in float32
+#
+# bf16 is the top 16 bits of a float32: the same 8-bit exponent (so the same range), 8
+# significant bits instead of 24 (relative rounding error at most 2^-8). NumPy has no bfloat16,
+# so a bf16 array is stored as uint16 bit patterns. The product of two bf16 numbers has at most
+# 16 significant bits and is exact in float32; only the float32 sum rounds. Every *_bf16 kernel
+# takes float32 (rounded here) or uint16 (already bf16) operands and returns float32.
+
+
+def to_bf16(x):
+    """float32 array -> uint16 bf16 bit patterns, rounded to nearest, ties to even.
+
+        to_bf16(np.float32([1.0, 1 + 2**-8, 1 + 3 * 2**-8])) -> [0x3F80, 0x3F80, 0x3F82]
+        (1 + 2^-8 lies halfway between 1 and 1 + 2^-7 and goes to the even one, 1.0)
+    """
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    # subtle: a NaN with only low payload bits would round up to inf; keep it a (quiet) NaN
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    return np.where(nan, ((u >> 16) | 0x40).astype(np.uint16), rounded)
+
+
+def from_bf16(h):
+    """uint16 bf16 bit patterns -> float32 (exact: the low 16 bits become zeros)."""
+    return (np.asarray(h, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def _bf16_values(a):
+    """An operand's values after rounding to bf16, as float32."""
+    return from_bf16(a if a.dtype == np.uint16 else to_bf16(a))
+
+
+def linear_forward_bf16(x, w, b=None):
+    """linear_forward with x and w rounded to bf16: x (N, C) @ w (C, OC) + b -> float32 (N, OC)."""
+    return linear_forward(_bf16_values(x), _bf16_values(w), b)
+
+
+def linear_gelu_forward_bf16(x, w, b=None):
+    """linear_gelu_forward with x and w rounded to bf16 -> (pre, out), float32."""
+    return linear_gelu_forward(_bf16_values(x), _bf16_values(w), b)
+
+
+def linear_residual_forward_bf16(x, w, b, residual):
+    """linear_residual_forward with x and w rounded to bf16; the residual is added in float32."""
+    return linear_residual_forward(_bf16_values(x), _bf16_values(w), b, residual)
+
+
+def linear_backward_bf16(dout, x, w, need_dx=True):
+    """linear_backward with dout, x and w rounded to bf16 in the two products (dx, dw); the bias
+    gradient db = sum_n dout is summed from float32 dout."""
+    dx, dw, _ = linear_backward(_bf16_values(dout), _bf16_values(x), _bf16_values(w), need_dx)
+    return dx, dw, dout.sum(axis=0)
+
+
+def matmul_nt_bf16(a, b):
+    """matmul_nt with a and b rounded to bf16: a (M, K) @ b (N, K)^T -> float32 (M, N)."""
+    return matmul_nt(_bf16_values(a), _bf16_values(b))
+
+
+def matmul_tn_bf16(a, b):
+    """matmul_tn with a and b rounded to bf16: a (K, M)^T @ b (K, N) -> float32 (M, N)."""
+    return matmul_tn(_bf16_values(a), _bf16_values(b))

@@ -1,0 +1,338 @@
+// gemm_bf16_x86.cpp -- the AVX512-BF16 and AMX micro-kernels and packing for gemm_bf16.cpp.
+//
+// Every function that uses these instructions carries a target attribute (TR_BF16, TR_AMX)
+// instead of the whole build using -march: the driver calls into this file only when bf16_isa()
+// found the CPU (and, for AMX, the OS) ready for them.
+//
+// AVX512-BF16 tile: MR x NR = 12 x 32, 12 rows x 2 zmm of 16 float32 = 24 accumulators. Per
+// k-pair it loads 2 vectors of B (16 columns x 2 k each), broadcasts 12 (k, k+1) pairs of A and
+// issues 24 VDPBF16PS, each 32 multiply-adds: twice the work of a float32 FMA per instruction.
+//
+// AMX tile: MR x NR = 32 x 32 as 2 x 2 float32 tiles of 16 x 16 (tmm0-3). Per 32 k it loads
+// two A tiles (16 rows x 32 k, tmm4-5) and two B tiles (16 k-pairs x 16 columns, tmm6-7) and
+// issues 4 TDPBF16PS, each 16 x 16 x 32 multiply-adds. Each tile is used twice per load.
+#if defined(__x86_64__)
+
+#include <cpuid.h>
+#include <algorithm>
+#include <immintrin.h>
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#include "gemm_bf16_kernels.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+// Not functions: attributes marking code the compiler may emit these instructions for.
+#define TR_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2")))
+#define TR_AMX \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2,amx-tile,amx-bf16")))
+
+namespace tinyroots {
+namespace bf16_detail {
+
+bool cpu_has_avx512bf16() {
+    unsigned a, b, c, d;
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512dq"))
+        return false;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+    return (a >> 5) & 1u;  // CPUID.(EAX=7, ECX=1):EAX bit 5 = AVX512_BF16
+}
+
+bool cpu_has_amx() {
+    unsigned a, b, c, d;
+    if (!cpu_has_avx512bf16() || !__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return ((d >> 22) & 1u) && ((d >> 24) & 1u);  // EDX bit 22 AMX-BF16, bit 24 AMX-TILE
+}
+
+// Linux keeps the 8 KB of tile registers out of a thread's saved state until the process asks
+// for them; the first tile instruction without this permission kills it (SIGILL).
+bool amx_permitted() {
+#if defined(__linux__)
+    static const bool ok = [] {
+        constexpr long ARCH_REQ_XCOMP_PERM = 0x1023;
+        constexpr long XFEATURE_XTILEDATA = 18;
+        return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    }();
+    return ok;
+#else
+    return false;
+#endif
+}
+
+namespace {
+
+constexpr int BF16_MR = 12;
+constexpr int AMX_MR = 32;
+
+TR_BF16 inline __mmask16 first_lanes(int64_t n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+// 16 values of a row as bf16 in the low half of each 32-bit lane (zeros beyond `mask`).
+TR_BF16 inline __m512i load16_as_words(const View& v, int64_t offset, __mmask16 mask) {
+    if (v.is_bf16)
+        return _mm512_cvtepu16_epi32(
+            _mm256_maskz_loadu_epi16(mask, static_cast<const bf16*>(v.data) + offset));
+    const __m256bh h =
+        _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, static_cast<const float*>(v.data) + offset));
+    return _mm512_cvtepu16_epi32((__m256i)h);
+}
+
+// 32 consecutive values of a row as bf16: 16 32-bit words, each a (k, k+1) pair.
+TR_BF16 inline __m512i load32_as_pairs(const View& v, int64_t offset, int64_t count) {
+    const __mmask16 lo = first_lanes(count), hi = first_lanes(count - 16);
+    if (v.is_bf16)
+        return _mm512_maskz_loadu_epi16(_cvtu32_mask32(lo | (uint32_t)hi << 16),
+                                        static_cast<const bf16*>(v.data) + offset);
+    const float* f = static_cast<const float*>(v.data) + offset;
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, f + 16),
+                                        _mm512_maskz_loadu_ps(lo, f));
+}
+
+// The pairs layout (gemm_bf16_kernels.h), dst32[p * R + r] = (v(r, 2p), v(r, 2p + 1)).
+template <int R>
+TR_BF16 void pack_pairs_simd(bf16* dst, const View& v, int rows, int64_t kc, int64_t kcp) {
+    uint32_t* d = reinterpret_cast<uint32_t*>(dst);
+    if (v.rs == 1) {  // the R values of one k are contiguous: two source rows make 16 pairs
+        for (int64_t p = 0; p < kcp / 2; p++) {
+            const int64_t k = 2 * p;
+            for (int r0 = 0; r0 < R; r0 += 16) {
+                const __mmask16 in = first_lanes(rows - r0), out = first_lanes(R - r0);
+                const __m512i lo = k < kc ? load16_as_words(v, k * v.cs + r0, in)
+                                          : _mm512_setzero_si512();
+                const __m512i hi = k + 1 < kc ? load16_as_words(v, (k + 1) * v.cs + r0, in)
+                                              : _mm512_setzero_si512();
+                _mm512_mask_storeu_epi32(d + p * R + r0, out,
+                                         _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+            }
+        }
+        return;
+    }
+    if (v.cs != 1) {
+        pack_pairs<R>(dst, v, rows, kc, kcp);
+        return;
+    }
+    // k contiguous along each source row: 32 k of row r are 16 pairs, scattered R words apart
+    const __m512i apart = _mm512_mullo_epi32(_mm512_set1_epi32(R),
+                                             _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7,
+                                                              6, 5, 4, 3, 2, 1, 0));
+    for (int r = 0; r < rows; r++)
+        for (int64_t k = 0; k < kcp; k += KB)
+            _mm512_i32scatter_epi32(d + (k / 2) * R + r, apart,
+                                    load32_as_pairs(v, r * v.rs + k, kc - k), 4);
+    for (int64_t p = 0; p < kcp / 2; p++)
+        for (int r = rows; r < R; r++) d[p * R + r] = 0u;
+}
+
+TR_BF16 void bf16_pack_a(bf16* dst, const View& A, int rows, int64_t kc, int64_t kcp) {
+    pack_pairs_simd<BF16_MR>(dst, A, rows, kc, kcp);
+}
+
+TR_BF16 void pack_b(bf16* dst, const View& B, int cols, int64_t kc, int64_t kcp) {
+    pack_pairs_simd<NR>(dst, B, cols, kc, kcp);
+}
+
+void nothing() {}
+
+TR_BF16 void bf16_tile(int64_t kcp, const bf16* Ap, const bf16* Bp, float* C, int64_t ldc,
+                       int m, int n, bool load_c) {
+    constexpr int R = BF16_MR;
+    const __mmask16 mask0 = first_lanes(n), mask1 = first_lanes(n - 16);
+    __m512 acc[R][2];
+    for (int i = 0; i < R; i++) {
+        const bool row = load_c && i < m;
+        acc[i][0] = row ? _mm512_maskz_loadu_ps(mask0, C + i * ldc) : _mm512_setzero_ps();
+        acc[i][1] = row ? _mm512_maskz_loadu_ps(mask1, C + i * ldc + 16) : _mm512_setzero_ps();
+    }
+    const int32_t* a = reinterpret_cast<const int32_t*>(Ap);
+    for (int64_t p = 0; p < kcp / 2; p++) {
+        const __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + p * 2 * NR);
+        const __m512bh b1 = (__m512bh)_mm512_loadu_si512(Bp + p * 2 * NR + 32);
+        for (int i = 0; i < R; i++) {
+            const __m512bh ai = (__m512bh)_mm512_set1_epi32(a[p * R + i]);
+            acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+            acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+        }
+    }
+    for (int i = 0; i < m; i++) {
+        _mm512_mask_storeu_ps(C + i * ldc, mask0, acc[i][0]);
+        _mm512_mask_storeu_ps(C + i * ldc + 16, mask1, acc[i][1]);
+    }
+}
+
+// ---- few rows, bf16 B unpacked (decoding with bf16 weights) ----------------------------------
+
+// 16 bf16 values -> 16 float32 (exact: the bf16 bits become the high half of each float)
+TR_BF16 inline __m512 load16_bf16(const bf16* p, __mmask16 mask) {
+    return _mm512_castsi512_ps(
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
+}
+
+// C[0:m, 0:n] = A[0:m, 0:kc] @ B[0:kc, 0:n]. Row by row of B, each one sequential stream, into
+// C rows that stay in L1; 4 rows of B per pass over C, so C is loaded and stored once per 4.
+TR_BF16 void small_nn(int m, int64_t n, int64_t kc, const float* A, int64_t lda, const bf16* B,
+                      int64_t ldb, float* C, int64_t ldc) {
+    for (int i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) C[i * ldc + j] = 0.0f;
+    for (int64_t k = 0; k < kc; k += 4) {
+        const int rows = (int)std::min<int64_t>(4, kc - k);
+        float a[SMALL_M][4];  // A[i, k:k+4], zeros past kc
+        for (int i = 0; i < m; i++)
+            for (int r = 0; r < 4; r++) a[i][r] = r < rows ? A[i * lda + k + r] : 0.0f;
+        const bf16* b = B + k * ldb;
+        for (int64_t j = 0; j < n; j += 16) {
+            const __mmask16 mask = first_lanes(n - j);
+            __m512 w[4];
+            for (int r = 0; r < 4; r++)
+                w[r] = r < rows ? load16_bf16(b + r * ldb + j, mask) : _mm512_setzero_ps();
+            for (int i = 0; i < m; i++) {
+                __m512 c = _mm512_maskz_loadu_ps(mask, C + i * ldc + j);
+                for (int r = 0; r < 4; r++) c = _mm512_fmadd_ps(_mm512_set1_ps(a[i][r]), w[r], c);
+                _mm512_mask_storeu_ps(C + i * ldc + j, mask, c);
+            }
+        }
+    }
+}
+
+// C[i, j] (+)= sum_k A[i, k] Bt[j, k]: 4 rows of Bt at a time (read from memory once, then
+// from L1 for each row of A), 16 k per step, each sum reduced across its lanes at the end.
+TR_BF16 void small_nt(int m, int64_t n, int64_t K, const float* A, int64_t lda, const bf16* Bt,
+                      int64_t ldb, float* C, int64_t ldc, bool load_c) {
+    for (int64_t j = 0; j < n; j += 4) {
+        const int rows = (int)std::min<int64_t>(4, n - j);
+        for (int i = 0; i < m; i++) {
+            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                             _mm512_setzero_ps()};
+            for (int64_t k = 0; k < K; k += 16) {
+                const __mmask16 mask = first_lanes(K - k);
+                const __m512 a = _mm512_maskz_loadu_ps(mask, A + i * lda + k);
+                for (int r = 0; r < rows; r++)
+                    acc[r] = _mm512_fmadd_ps(a, load16_bf16(Bt + (j + r) * ldb + k, mask), acc[r]);
+            }
+            for (int r = 0; r < rows; r++) {
+                float* c = C + i * ldc + j + r;
+                *c = (load_c ? *c : 0.0f) + _mm512_reduce_add_ps(acc[r]);
+            }
+        }
+    }
+}
+
+// ---- AMX -------------------------------------------------------------------------------------
+
+// A sliver row-major, dst[r * kcp + k], rows zero-padded to AMX_MR.
+TR_AMX void amx_pack_a(bf16* dst, const View& A, int rows, int64_t kc, int64_t kcp) {
+    if (A.cs == 1) {  // k contiguous: convert each row 32 values at a time
+        for (int r = 0; r < rows; r++)
+            for (int64_t k = 0; k < kcp; k += KB)
+                _mm512_storeu_si512(dst + r * kcp + k, load32_as_pairs(A, r * A.rs + k, kc - k));
+    } else if (A.rs == 1) {  // rows contiguous (A^T stored): pairs of k, scattered to each row
+        uint32_t* d = reinterpret_cast<uint32_t*>(dst);
+        const int64_t words = kcp / 2;  // 32-bit words per packed row
+        const __m512i apart = _mm512_mullo_epi32(
+            _mm512_set1_epi32((int)words),
+            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
+        for (int64_t p = 0; p < words; p++) {
+            const int64_t k = 2 * p;
+            for (int r0 = 0; r0 < rows; r0 += 16) {
+                const __mmask16 in = first_lanes(rows - r0);
+                const __m512i lo = k < kc ? load16_as_words(A, k * A.cs + r0, in)
+                                          : _mm512_setzero_si512();
+                const __m512i hi = k + 1 < kc ? load16_as_words(A, (k + 1) * A.cs + r0, in)
+                                              : _mm512_setzero_si512();
+                _mm512_mask_i32scatter_epi32(d + r0 * words + p, in, apart,
+                                             _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)), 4);
+            }
+        }
+    } else {
+        for (int r = 0; r < rows; r++)
+            for (int64_t k = 0; k < kcp; k++)
+                dst[r * kcp + k] = k < kc ? round_bf16(A.at(r, k)) : (bf16)0;
+    }
+    for (int r = rows; r < AMX_MR; r++)
+        for (int64_t k = 0; k < kcp; k++) dst[r * kcp + k] = 0;
+}
+
+// The tile configuration (palette 1): 8 tiles of 16 rows x 64 bytes.
+struct alignas(64) TileConfig {
+    uint8_t palette_id = 1;
+    uint8_t start_row = 0;
+    uint8_t reserved[14] = {};
+    uint16_t colsb[16] = {64, 64, 64, 64, 64, 64, 64, 64};
+    uint8_t rows[16] = {16, 16, 16, 16, 16, 16, 16, 16};
+};
+
+TR_AMX void amx_begin() {
+    static const TileConfig config;
+    _tile_loadconfig(&config);
+}
+
+TR_AMX void amx_end() { _tile_release(); }
+
+// C[0:m, 0:n] (+)= Ap (32 x kcp, row-major) @ Bp (pairs, kcp/2 x 32 x 2). A tile of C that is
+// only partly inside the matrix goes through a 32 x 32 buffer.
+TR_AMX void amx_tile(int64_t kcp, const bf16* Ap, const bf16* Bp, float* C, int64_t ldc, int m,
+                     int n, bool load_c) {
+    alignas(64) float buf[AMX_MR * NR];
+    const bool full = m == AMX_MR && n == NR;
+    float* c = full ? C : buf;
+    const int64_t ld = full ? ldc : NR, stride = ld * 4;  // bytes
+    if (load_c) {
+        if (!full)
+            for (int i = 0; i < AMX_MR; i++)
+                for (int j = 0; j < NR; j++) buf[i * NR + j] = i < m && j < n ? C[i * ldc + j] : 0;
+        _tile_loadd(0, c, stride);
+        _tile_loadd(1, c + 16, stride);
+        _tile_loadd(2, c + 16 * ld, stride);
+        _tile_loadd(3, c + 16 * ld + 16, stride);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    const int64_t a_stride = kcp * 2;  // bytes between rows of the A sliver
+    for (int64_t k = 0; k < kcp; k += KB) {
+        _tile_loadd(4, Ap + k, a_stride);                 // rows 0-15, k .. k+31
+        _tile_loadd(5, Ap + 16 * kcp + k, a_stride);      // rows 16-31
+        _tile_loadd(6, Bp + k * NR, 2 * NR * 2);          // k-pairs k/2 .. k/2+15, columns 0-15
+        _tile_loadd(7, Bp + k * NR + 32, 2 * NR * 2);     // columns 16-31
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, c, stride);
+    _tile_stored(1, c + 16, stride);
+    _tile_stored(2, c + 16 * ld, stride);
+    _tile_stored(3, c + 16 * ld + 16, stride);
+    if (!full)
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++) C[i * ldc + j] = buf[i * NR + j];
+}
+
+}  // namespace
+
+const KernelSet& kernels_avx512bf16() {
+    static const KernelSet ks = {"avx512bf16", BF16_MR, bf16_pack_a, pack_b, nothing, nothing,
+                                 bf16_tile, small_nn, small_nt};
+    return ks;
+}
+
+const KernelSet& kernels_amx() {
+    static const KernelSet ks = {"amx", AMX_MR, amx_pack_a, pack_b, amx_begin, amx_end, amx_tile,
+                                 small_nn, small_nt};
+    return ks;
+}
+
+}  // namespace bf16_detail
+}  // namespace tinyroots
+
+#endif  // __x86_64__
