@@ -90,7 +90,13 @@ def _run(model, ids, **kwargs):
 # next-token distribution
 
 
-def next_token(model, tokenizer, ids, top_k=10, temperature=1.0):
+def run_all(model, ids):
+    """One forward pass that keeps everything (attentions, hidden states, logits) for the
+    functions below, which otherwise each run their own (the report shares this one)."""
+    return _run(model, ids, output_attentions=True, output_hidden_states=True)
+
+
+def next_token(model, tokenizer, ids, top_k=10, temperature=1.0, out=None):
     """The distribution of the token after ``ids``: the article's formula, evaluated.
 
         P(x_t = y | x_<t) = exp(f(x_<t, y)) / sum_y' exp(f(x_<t, y'))
@@ -100,7 +106,8 @@ def next_token(model, tokenizer, ids, top_k=10, temperature=1.0):
     """
     if temperature <= 0:
         raise ValueError(f"--temperature must be > 0, got {temperature}")
-    logits = _run(model, ids).logits.data[0, -1].astype(np.float64)          # (V,)
+    out = out if out is not None else _run(model, ids, last_only=True)
+    logits = out.logits.data[0, -1].astype(np.float64)                         # (V,)
     p = softmax(logits)
     p_t = softmax(logits / temperature)
     V = logits.shape[0]
@@ -123,13 +130,13 @@ def next_token(model, tokenizer, ids, top_k=10, temperature=1.0):
 # attention weights and the logit lens
 
 
-def attention(model, ids):
+def attention(model, ids, out=None):
     """(L, NH, T, T) softmax weights: [l, h, t, s] is how much position t looks at s."""
-    out = _run(model, ids, output_attentions=True)
+    out = out if out is not None else _run(model, ids, output_attentions=True, last_only=True)
     return np.stack([a[0] for a in out.attentions])
 
 
-def logit_lens(model, tokenizer, ids):
+def logit_lens(model, tokenizer, ids, out=None):
     """What each layer would predict if the model stopped there.
 
     Hidden state l (the embeddings, then each block's input, and ln_f's output last) goes
@@ -138,13 +145,13 @@ def logit_lens(model, tokenizer, ids):
     Returns per layer and position the top token and its probability, and the rank (1 = top)
     of the token that actually comes next in the text.
     """
-    layers = [_lens_row(tokenizer, ids, logits) for logits in lens_logits(model, ids)]
+    layers = [_lens_row(tokenizer, ids, logits) for logits in lens_logits(model, ids, out)]
     return {"tokens": [token_text(tokenizer, i) for i in ids], "layers": layers}
 
 
-def lens_logits(model, ids):
+def lens_logits(model, ids, out=None):
     """(n_layer + 1, T, V): the logits each hidden state would give (see logit_lens)."""
-    out = _run(model, ids, output_hidden_states=True)
+    out = out if out is not None else _run(model, ids, output_hidden_states=True, last_only=True)
     tr = model.transformer
     last = len(out.hidden_states) - 1
     rows = []
@@ -230,16 +237,16 @@ def attribute(model, tokenizer, ids, target, steps=20, score="logprob"):
     wte = model.transformer.wte.weight.data
     e = wte[np.asarray(ids)].astype(np.float32)                                     # (T, C)
     base = np.zeros_like(e)
-    f_x, g_x = target_score_and_grad(model, ids, e[None], target, score)
-    gxi = (g_x[0] * e).sum(axis=-1)                                                 # (T,)
-
     nodes, weights = np.polynomial.legendre.leggauss(steps)  # on [-1, 1]; weights sum to 2
     alphas, weights = (nodes + 1) / 2, weights / 2           # on [0, 1]; weights sum to 1
     path = base[None] + alphas[:, None, None] * (e - base)[None]                    # (S, T, C)
-    _, grads = target_score_and_grad(model, ids, path.astype(np.float32), target, score)
-    avg_grad = np.tensordot(weights, grads, axes=1)                                 # (T, C)
+    # one batch of rows: the input, the baseline, then the S points on the path between them
+    rows = np.concatenate([e[None], base[None], path]).astype(np.float32)           # (S+2, T, C)
+    f, grads = target_score_and_grad(model, ids, rows, target, score)
+    gxi = (grads[0] * e).sum(axis=-1)                                               # (T,)
+    avg_grad = np.tensordot(weights, grads[2:], axes=1)                             # (T, C)
     ig = ((e - base) * avg_grad).sum(axis=-1)                                       # (T,)
-    f_b, _ = target_score_and_grad(model, ids, base[None], target, score)
+    f_x, f_b = f[:1], f[1:2]
     delta = float(f_x[0] - f_b[0])
     error = abs(float(ig.sum()) - delta) / max(abs(delta), 1e-12)
     return {"tokens": [token_text(tokenizer, i) for i in ids], "target_id": int(target),
@@ -301,7 +308,7 @@ def embeddings(model, tokenizer, token_id, k=10, chosen=None):
 # surprise: what the model expected
 
 
-def surprise(model, tokenizer, ids):
+def surprise(model, tokenizer, ids, out=None):
     """Per-token log-probability log P(x_t | x_<t) (t >= 1) and the text's perplexity.
 
     A token is marked surprising when its surprisal -log2 P is more than one standard
@@ -310,7 +317,8 @@ def surprise(model, tokenizer, ids):
     if len(ids) < 2:
         raise ValueError("--text must be at least 2 tokens long to score (the first token "
                          "has no context)")
-    logits = _run(model, ids).logits.data[0].astype(np.float64)                     # (T, V)
+    out = out if out is not None else _run(model, ids)
+    logits = out.logits.data[0].astype(np.float64)                                  # (T, V)
     z = logits[:-1]
     log_Z = z.max(axis=-1) + np.log(np.exp(z - z.max(axis=-1, keepdims=True)).sum(axis=-1))
     nxt = np.asarray(ids[1:])

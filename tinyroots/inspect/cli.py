@@ -104,10 +104,10 @@ def run_lens(args, model, tok, ids):
     return d, views.show_lens(d), lambda path: views.plot_lens(d, path)
 
 
-def _target(args, model, tok, ids):
+def _target(args, model, tok, ids, out=None):
     if args.target is not None:
         return A.resolve_token(tok, args.target, model.config.vocab_size, "--target")
-    return A.next_token(model, tok, ids, top_k=1)["top"][0]["id"]
+    return A.next_token(model, tok, ids, top_k=1, out=out)["top"][0]["id"]
 
 
 def run_attribute(args, model, tok, ids):
@@ -136,12 +136,13 @@ def run_report(args, model, tok, ids):
         raise ValueError(f"report needs --out FILE.html, got {args.out!r}")
     started = time.perf_counter()
     tokens = [A.token_text(tok, i) for i in ids]
-    attention = A.attention(model, ids)
-    nxt = A.next_token(model, tok, ids, args.top_k, args.temperature)
-    lens = A.logit_lens(model, tok, ids)
-    attribution = A.attribute(model, tok, ids, _target(args, model, tok, ids), args.steps,
+    out = A.run_all(model, ids)          # one forward pass for everything but attribution
+    attention = A.attention(model, ids, out)
+    nxt = A.next_token(model, tok, ids, args.top_k, args.temperature, out)
+    lens = A.logit_lens(model, tok, ids, out)
+    attribution = A.attribute(model, tok, ids, _target(args, model, tok, ids, out), args.steps,
                               args.score)
-    surprise = A.surprise(model, tok, ids) if len(ids) > 1 else {
+    surprise = A.surprise(model, tok, ids, out) if len(ids) > 1 else {
         "tokens": [], "perplexity": float("nan"), "threshold_bits": 0.0, "mean_nll": 0.0}
     meta = {"checkpoint": args.checkpoint, "n_params": int(model.num_parameters())}
     page = build_report(meta, tokens, attention, nxt, lens, attribution, surprise)
@@ -179,8 +180,9 @@ def _jsonable(x):
     return x
 
 
-def inspect(args, out=sys.stdout):
+def inspect(args, out=None):
     """Run one parsed command line; raises ValueError/OSError with a one-line message."""
+    out = out if out is not None else sys.stdout
     from .. import kernels
     from ..checkpoint import load_model_and_tokenizer
     if args.num_threads:
