@@ -677,6 +677,14 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", inplace=
     a zero gradient, so a batch with nothing to learn from cannot poison a run.
     """
     logits = _as_tensor(logits)
+    t = _check_targets(logits, targets, ignore_index, reduction)    # (N,) int64
+    if reduction == "none":
+        return _cross_entropy_each(logits, t, ignore_index).reshape(np.shape(targets))
+    return _cross_entropy_reduced(logits, t, ignore_index, reduction, inplace)
+
+
+def _check_targets(logits, targets, ignore_index, reduction):
+    """targets as a flat int64 array, after checking them against logits (..., V)."""
     targets = np.asarray(targets)
     if targets.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
@@ -693,19 +701,27 @@ def cross_entropy(logits, targets, ignore_index=-100, reduction="mean", inplace=
         bad = t[valid].max() if t[valid].max() >= V else t[valid].min()
         raise IndexError(f"cross_entropy: target {int(bad)} is out of range for {V} classes "
                          f"(use {ignore_index} to ignore a position)")
-    n_valid = int(valid.sum())
+    return t
+
+
+def _cross_entropy_each(logits, t, ignore_index):
+    """reduction="none": one loss per row (N,). backward: cross_entropy_backward, which scales
+    each row's softmax - onehot by that row's incoming gradient."""
     x2 = _rows(logits.data)
+    losses, lse = kernels.cross_entropy_forward(x2, t, ignore_index)
 
-    if reduction == "none":
-        losses, lse = kernels.cross_entropy_forward(x2, t, ignore_index)
+    def backward(g):
+        dl = kernels.cross_entropy_backward(g.reshape(-1), x2, t, lse, ignore_index)
+        logits._accum(dl.reshape(logits.shape))
 
-        def backward_none(g):
-            dl = kernels.cross_entropy_backward(g.reshape(-1), x2, t, lse, ignore_index)
-            logits._accum(dl.reshape(logits.shape))
+    return Tensor._from_op(losses, (logits,), backward, "cross_entropy")
 
-        return Tensor._from_op(losses.reshape(targets.shape), (logits,), backward_none,
-                               "cross_entropy")
 
+def _cross_entropy_reduced(logits, t, ignore_index, reduction, inplace):
+    """reduction "mean" or "sum": one number. The gradient of the mean is made in the forward
+    pass (cross_entropy_forward_backward); "sum" is the mean's gradient times n_valid."""
+    x2 = _rows(logits.data)
+    n_valid = int((t != ignore_index).sum())
     scale = 1.0 if reduction == "mean" else float(max(n_valid, 1))
     need_grad = logits.requires_grad and is_grad_enabled()
     if need_grad:
@@ -805,24 +821,9 @@ def lora_linear(x, w, b, lora_a, lora_b, scale, dropout_p=0.0, training=False):
     """
     x, w = _pair("lora_linear", x, w)
     lora_a, lora_b = _as_tensor(lora_a, like=w), _as_tensor(lora_b, like=w)
-    if w.ndim != 2 or x.shape[-1] != w.shape[0]:
-        raise ShapeError(f"lora_linear: input {x.shape} does not fit weight {w.shape} "
-                         "(need x (..., C) and w (C, OC))")
-    C, OC = w.shape
-    if lora_a.ndim != 2 or lora_b.ndim != 2 or lora_a.shape[0] != C or lora_b.shape[1] != OC \
-            or lora_a.shape[1] != lora_b.shape[0]:
-        raise ShapeError(f"lora_linear: adapter A {lora_a.shape} and B {lora_b.shape} do not fit "
-                         f"weight {w.shape} (need A (C, R) and B (R, OC) = ({C}, R), (R, {OC}))")
-    if b is not None:
-        b = _as_tensor(b, like=w)
-        if b.shape != (OC,):
-            raise ShapeError(f"lora_linear: bias has shape {b.shape}, expected ({OC},)")
-    for t in (lora_a, lora_b) + (() if b is None else (b,)):
-        if t.dtype != w.dtype:
-            raise TypeError(f"lora_linear: dtype mismatch, weight {w.dtype} and {t.dtype}")
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"lora_linear: dropout_p must be in [0, 1), got {dropout_p}")
-    lead = x.shape[:-1]
+    b = None if b is None else _as_tensor(b, like=w)
+    _check_lora(x, w, b, lora_a, lora_b, dropout_p)
+    lead, OC = x.shape[:-1], w.shape[1]
     x2 = _rows(x.data)                                                     # (N, C)
     s = x.dtype.type(scale)
     mask = None
@@ -831,31 +832,54 @@ def lora_linear(x, w, b, lora_a, lora_b, scale, dropout_p=0.0, training=False):
         mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - dropout_p))
     xd = x2 if mask is None else x2 * mask                                 # (N, C)
     # every product goes through the kernels (one thread pool, no BLAS threads beside it)
-    hs = kernels.linear_forward(xd, lora_a.data, None) * s                       # (N, R)
-    out = kernels.linear_forward(x2, w.data, None if b is None else b.data)      # (N, OC)
+    hs = kernels.linear_forward(xd, lora_a.data, None) * s                 # (N, R)
+    out = kernels.linear_forward(x2, w.data, None if b is None else b.data)  # (N, OC)
     out += kernels.linear_forward(hs, lora_b.data, None)
 
     def backward(g):
-        g2 = _rows(g)                                                      # (N, OC)
-        if lora_b.requires_grad:
-            lora_b._accum(kernels.matmul_tn(hs, g2), owned=True)                 # dB = (s h)^T g
-        dh = kernels.matmul_nt(g2, lora_b.data) * s                              # (N, R)
-        if lora_a.requires_grad:
-            lora_a._accum(kernels.matmul_tn(xd, dh), owned=True)                 # dA = xd^T dh
-        if x.requires_grad:
-            dxa = kernels.matmul_nt(dh, lora_a.data)                             # (N, C)
-            if mask is not None:
-                dxa *= mask
-            dx = kernels.matmul_nt(g2, w.data)                                   # g @ w^T
-            dx += dxa
-            x._accum(dx.reshape(x.shape))
-        if w.requires_grad:
-            w._accum(kernels.matmul_tn(x2, g2), owned=True)                    # dw = x^T g
-        if b is not None and b.requires_grad:
-            b._accum(g2.sum(axis=0), owned=True)
+        _lora_backward(_rows(g), x, x2, xd, mask, w, b, lora_a, lora_b, hs, s)
 
     parents = (x, w, lora_a, lora_b) + (() if b is None else (b,))
     return Tensor._from_op(out.reshape(*lead, OC), parents, backward, "lora_linear")
+
+
+def _check_lora(x, w, b, lora_a, lora_b, dropout_p):
+    """lora_linear's argument checks: shapes that fit, one dtype, a dropout probability."""
+    if w.ndim != 2 or x.shape[-1] != w.shape[0]:
+        raise ShapeError(f"lora_linear: input {x.shape} does not fit weight {w.shape} "
+                         "(need x (..., C) and w (C, OC))")
+    C, OC = w.shape
+    if lora_a.ndim != 2 or lora_b.ndim != 2 or lora_a.shape[0] != C or lora_b.shape[1] != OC \
+            or lora_a.shape[1] != lora_b.shape[0]:
+        raise ShapeError(f"lora_linear: adapter A {lora_a.shape} and B {lora_b.shape} do not fit "
+                         f"weight {w.shape} (need A (C, R) and B (R, OC) = ({C}, R), (R, {OC}))")
+    if b is not None and b.shape != (OC,):
+        raise ShapeError(f"lora_linear: bias has shape {b.shape}, expected ({OC},)")
+    for t in (lora_a, lora_b) + (() if b is None else (b,)):
+        if t.dtype != w.dtype:
+            raise TypeError(f"lora_linear: dtype mismatch, weight {w.dtype} and {t.dtype}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"lora_linear: dropout_p must be in [0, 1), got {dropout_p}")
+
+
+def _lora_backward(g2, x, x2, xd, mask, w, b, lora_a, lora_b, hs, s):
+    """lora_linear's backward, g2 = dL/dout as (N, OC); the formulas are in its docstring."""
+    if lora_b.requires_grad:
+        lora_b._accum(kernels.matmul_tn(hs, g2), owned=True)               # dB = (s h)^T g
+    dh = kernels.matmul_nt(g2, lora_b.data) * s                            # (N, R)
+    if lora_a.requires_grad:
+        lora_a._accum(kernels.matmul_tn(xd, dh), owned=True)               # dA = xd^T dh
+    if x.requires_grad:
+        dxa = kernels.matmul_nt(dh, lora_a.data)                           # (N, C)
+        if mask is not None:
+            dxa *= mask
+        dx = kernels.matmul_nt(g2, w.data)                                 # g @ w^T
+        dx += dxa
+        x._accum(dx.reshape(x.shape))
+    if w.requires_grad:
+        w._accum(kernels.matmul_tn(x2, g2), owned=True)                   # dw = x^T g
+    if b is not None and b.requires_grad:
+        b._accum(g2.sum(axis=0), owned=True)
 
 
 # ---------------------------------------------------------------------------------------------
