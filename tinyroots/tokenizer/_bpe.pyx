@@ -772,9 +772,9 @@ cdef class Encoder:
     cdef _Cache _take_cache(self):
         return self.pool.pop() if self.pool else _Cache()
 
-    def encode(self, str text, bint specials=True):
-        """ids of text as a list (specials: recognise the special tokens in text)."""
-        cdef vector[int32_t] out
+    cdef int _encode_text(self, str text, bint specials, vector[int32_t]& out) except -1:
+        """text -> its ids appended to out, with a cache from the pool (the GIL is released
+        while encoding, so several threads can share one Encoder)."""
         cdef Py_ssize_t n
         cdef const uint8_t* s = <const uint8_t*>PyUnicode_AsUTF8AndSize(text, &n)
         cdef _Cache cache = self._take_cache()
@@ -783,19 +783,18 @@ cdef class Encoder:
                 self._encode(s, n, specials, cache, out)
         finally:
             self.pool.append(cache)
+        return 0
+
+    def encode(self, str text, bint specials=True):
+        """ids of text as a list (specials: recognise the special tokens in text)."""
+        cdef vector[int32_t] out
+        self._encode_text(text, specials, out)
         return out
 
     def encode_int32(self, str text, bint specials=True):
         """ids of text as the raw bytes of an int32 array (for numpy.frombuffer)."""
         cdef vector[int32_t] out
-        cdef Py_ssize_t n
-        cdef const uint8_t* s = <const uint8_t*>PyUnicode_AsUTF8AndSize(text, &n)
-        cdef _Cache cache = self._take_cache()
-        try:
-            with nogil:
-                self._encode(s, n, specials, cache, out)
-        finally:
-            self.pool.append(cache)
+        self._encode_text(text, specials, out)
         return PyBytes_FromStringAndSize(<char*>out.data(), out.size() * sizeof(int32_t))
 
     def encode_batch(self, list texts, bint specials=True):

@@ -11,10 +11,11 @@ import numpy as np
 
 from .bpe import _iter_chunks, _special_regex, _split_specials
 from .formats import HF_TOKENIZER_NAME, TokenizerFileError, read_tokenizer_json, write_files
-from .tokenizer import ENDOFTEXT, _as_id_list, _bad_ids_error, _check_tensors, as_tensors
+from .tokenizer import (TokenizerBase, _as_id_list, _bad_ids_error, _check_tensors, as_tensors,
+                        special_token_list)
 
 
-class CharTokenizer:
+class CharTokenizer(TokenizerBase):
     """One token per character: the vocabulary is the sorted set of characters of the corpus,
     then any special tokens. Same interface as Tokenizer; saved as tokenizer.json
     {"type": "char", "chars": [...], "special_tokens": [...]}.
@@ -54,18 +55,7 @@ class CharTokenizer:
     def vocab_size(self):
         return len(self._chars) + len(self._special)
 
-    def __len__(self):
-        return self.vocab_size
-
-    @property
-    def special_tokens(self):
-        return dict(self._special)
-
-    @property
-    def eot_token_id(self):
-        return self._special.get(ENDOFTEXT)
-
-    eos_token_id = bos_token_id = eot_token_id
+    eos_token_id = bos_token_id = TokenizerBase.eot_token_id
 
     @property
     def pad_token_id(self):
@@ -85,12 +75,8 @@ class CharTokenizer:
         return None
 
     def add_special_tokens(self, tokens):
-        if isinstance(tokens, str):
-            tokens = [tokens]
         added = 0
-        for s in tokens:
-            if not isinstance(s, str) or not s:
-                raise ValueError(f"special tokens must be non-empty strings, got {s!r}")
+        for s in special_token_list(tokens):
             if s not in self._special:
                 self._special[s] = self.vocab_size
                 added += 1
@@ -145,11 +131,6 @@ class CharTokenizer:
             return "".join([self._itos[i] for i in ids])
         except (IndexError, TypeError):
             raise _bad_ids_error(ids, self.vocab_size) from None
-
-    def decode_batch(self, batch, skip_special_tokens=False):
-        return [self.decode(ids, skip_special_tokens) for ids in batch]
-
-    batch_decode = decode_batch
 
     def save_pretrained(self, folder):
         """Write tokenizer.json: {"type": "char", "chars": [...], "special_tokens": [...]}."""

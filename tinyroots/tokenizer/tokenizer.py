@@ -45,7 +45,42 @@ ENDOFTEXT = "<|endoftext|>"
 # ---------------------------------------------------------------------------------------------
 # the tokenizer
 
-class Tokenizer:
+class TokenizerBase:
+    """What every tinyroots tokenizer shares. A subclass keeps self._special ({special token:
+    id}) and defines vocab_size and decode()."""
+
+    def __len__(self):
+        return self.vocab_size
+
+    @property
+    def special_tokens(self):
+        """{special token: id}, in id order."""
+        return dict(self._special)
+
+    @property
+    def eot_token_id(self):
+        """The id of <|endoftext|> (None if this vocabulary has none)."""
+        return self._special.get(ENDOFTEXT)
+
+    def decode_batch(self, batch, skip_special_tokens=False):
+        """[decode(ids) for ids in batch]; batch is a list of id lists or a 2-D array."""
+        if isinstance(batch, np.ndarray) and batch.ndim != 2:
+            raise ValueError(f"decode_batch() takes a 2-D array (B, T), got shape {batch.shape}")
+        return [self.decode(ids, skip_special_tokens) for ids in batch]
+
+    batch_decode = decode_batch      # Hugging Face's name
+
+
+def special_token_list(tokens):
+    """One special token (a str) or an iterable of them -> a list, each a non-empty str."""
+    tokens = [tokens] if isinstance(tokens, str) else list(tokens or ())
+    for s in tokens:
+        if not isinstance(s, str) or not s:
+            raise ValueError(f"special tokens must be non-empty strings, got {s!r}")
+    return tokens
+
+
+class Tokenizer(TokenizerBase):
     """GPT-2's byte-level BPE tokenizer.
 
     Build one with Tokenizer.train(corpus, vocab_size), Tokenizer.from_pretrained(folder), or
@@ -112,10 +147,7 @@ class Tokenizer:
         special_tokens: strings that get their own ids (after all the others), are cut out of
             the corpus before counting, and are never split or merged.
         """
-        special_tokens = list(dict.fromkeys(special_tokens or ()))
-        for s in special_tokens:
-            if not isinstance(s, str) or not s:
-                raise ValueError(f"special tokens must be non-empty strings, got {s!r}")
+        special_tokens = list(dict.fromkeys(special_token_list(special_tokens)))
         if not isinstance(vocab_size, numbers.Integral) or vocab_size < 256 + len(special_tokens):
             raise ValueError(f"vocab_size must be an int >= 256 + {len(special_tokens)} "
                              f"special tokens = {256 + len(special_tokens)}, got {vocab_size!r}")
@@ -173,19 +205,6 @@ class Tokenizer:
     def vocab_size(self):
         return len(self._tokens)
 
-    def __len__(self):
-        return len(self._tokens)
-
-    @property
-    def special_tokens(self):
-        """{special token: id}, in id order."""
-        return dict(self._special)
-
-    @property
-    def eot_token_id(self):
-        """The id of <|endoftext|> (None if this vocabulary has none)."""
-        return self._special.get(ENDOFTEXT)
-
     @property
     def eos_token_id(self):
         return self._ids.get(self.eos_token) if self.eos_token is not None else None
@@ -226,12 +245,8 @@ class Tokenizer:
         A token already in the vocabulary keeps its id and becomes special (as in Hugging Face).
         Resize the model's embeddings to the new vocab_size after adding some.
         """
-        if isinstance(tokens, str):
-            tokens = [tokens]
         added = 0
-        for s in tokens:
-            if not isinstance(s, str) or not s:
-                raise ValueError(f"special tokens must be non-empty strings, got {s!r}")
+        for s in special_token_list(tokens):
             if s in self._special:
                 continue
             i = self._ids.get(s)
@@ -408,14 +423,6 @@ class Tokenizer:
         that emits an odd byte) become U+FFFD, as in GPT-2's tokenizer and Hugging Face's.
         """
         return self.decode_bytes(ids, skip_special_tokens).decode("utf-8", errors="replace")
-
-    def decode_batch(self, batch, skip_special_tokens=False):
-        """[decode(ids) for ids in batch]; batch is a list of id lists or a 2-D array."""
-        if isinstance(batch, np.ndarray) and batch.ndim != 2:
-            raise ValueError(f"decode_batch() takes a 2-D array (B, T), got shape {batch.shape}")
-        return [self.decode(ids, skip_special_tokens) for ids in batch]
-
-    batch_decode = decode_batch      # Hugging Face's name
 
     # -- files ------------------------------------------------------------------------------
 
