@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tinyroots import checkpoint as ck
+from tinyroots import generate as gen
 from tinyroots.train import PRESETS, TrainConfig, train
 
 TINY = {k: v for k, v in PRESETS["tiny"].items() if not k.startswith("_")}
@@ -310,3 +311,269 @@ def test_train_on_a_folder_of_text(tmp_path):
     assert again.step == 16
     steps = [r["step"] for r in read_metrics(run_dir)]
     assert steps == sorted(steps) and steps[-1] == 16
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: one line on stderr, a non-zero exit, no traceback (in-process: main() is what
+# `python -m tinyroots.train` runs)
+
+
+def run_main(argv, capsys):
+    from tinyroots.train import main
+    try:
+        code = main(argv)
+    except SystemExit as exc:           # argparse's exit for a bad flag or value
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def fast(out_dir, *extra):
+    return ["--preset", "tiny", "--out-dir", str(out_dir), "--max-steps", "4",
+            "--eval-interval", "2", "--no-progress", "--no-plot", "--sample-tokens", "0",
+            *extra]
+
+
+def write(path, data):
+    (path.write_bytes if isinstance(data, bytes) else path.write_text)(data)
+    return str(path)
+
+
+BAD_ARGV = [   # (extra flags, expected exit code, words the one-line message must hold)
+    (["--beta1", "2"], 2, ["'beta1' must be in [0, 1)", "2.0"]),
+    (["--beta2", "-0.1"], 2, ["'beta2'"]),
+    (["--seed", "-1"], 2, ["'seed'", "-1"]),
+    (["--num-threads", "-1"], 2, ["'num_threads'", "-1"]),
+    (["--num-threads", "100000"], 2, ["'num_threads'", "100000"]),
+    (["--val-fraction", "1e-9"], 2, ["'val_fraction'", "1e-09"]),
+    (["--lr-decay-steps", "0"], 2, ["'lr_decay_steps'", "0"]),
+    (["--lr-decay-steps", "-5"], 2, ["'lr_decay_steps'", "-5"]),
+    (["--n-layer", "2.5"], 2, ["'n_layer' must be int", "2.5"]),
+    (["--learning-rate", "nan"], 2, ["'learning_rate' must be a finite number", "nan"]),
+    (["--learning-rate", "inf"], 2, ["'learning_rate' must be a finite number", "inf"]),
+    (["--target-val-loss", "nan"], 2, ["'target_val_loss'", "nan"]),
+    (["--learning-rate", "-1"], 2, ["'learning_rate' must be >= 0.0"]),
+    (["--max-steps", "0"], 2, ["'max_steps'"]),
+    (["--dropout", "1"], 2, ["'dropout'"]),
+    (["--block-size", "1000000000"], 2, ["'block_size'"]),
+    (["--block-size", "1000000"], 2, ["GiB to train", "block_size=1000000"]),
+    (["--n-layer", "900", "--n-embd", "8192", "--n-head", "8"], 2, ["GiB to train"]),
+    (["--resume", "maybe"], 2, ["'resume' must be bool", "maybe"]),
+    (["--data", "/nonexistent/corpus"], 2, ["/nonexistent/corpus"]),
+    (["--init-from", "/nonexistent/model"], 2, ["--init-from /nonexistent/model",
+                                                 "no such directory"]),
+    (["--resume"], 2, ["--resume", "no checkpoint"]),
+]
+
+
+@pytest.mark.parametrize("extra,code,words", BAD_ARGV, ids=[" ".join(c[0]) for c in BAD_ARGV])
+def test_bad_command_lines_are_one_clear_line(extra, code, words, tmp_path, capsys):
+    rc, out, err = run_main(fast(tmp_path / "run", *extra), capsys)
+    assert rc == code, err
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    line = [ln for ln in err.splitlines() if "error:" in ln][0]
+    for word in words:
+        assert word in line, (word, line)
+
+
+@pytest.mark.parametrize("name,data", [
+    ("empty.txt", ""), ("binary.txt", bytes(range(256)) * 40),
+    ("latin1.txt", "caf\xe9 na\xefve r\xe9sum\xe9 ".encode("latin-1") * 300),
+])
+def test_unusable_data_files_are_one_clear_line(name, data, tmp_path, capsys):
+    path = write(tmp_path / name, data)
+    rc, out, err = run_main(fast(tmp_path / "run", "--data", path), capsys)
+    assert rc == 2 and "Traceback" not in err
+    assert name in err.splitlines()[-1]
+
+
+def test_config_files_are_checked_like_flags(tmp_path, capsys):
+    cases = [("nested.json", "[" * 100_000, "nested more than"),
+             ("float.toml", "n_layer = 2.5\n", "'n_layer' must be int"),
+             ("nan.toml", "learning_rate = nan\n", "finite number"),
+             ("beta.json", '{"beta1": 2}', "'beta1' must be in [0, 1), got 2.0"),
+             ("list.json", "[1, 2]", "expected a table")]
+    for name, text, words in cases:
+        rc, out, err = run_main(fast(tmp_path / "run", "--config", write(tmp_path / name, text)),
+                                capsys)
+        assert rc == 2 and words in err, (name, err)
+        # a value out of range is found once the sources are merged: it names the key only
+        assert name in err or name == "beta.json", (name, err)
+        assert "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from tinyroots.train import main
+    with pytest.raises(FileNotFoundError, match="/nonexistent/model"):
+        main(fast(tmp_path / "run", "--init-from", "/nonexistent/model", "--debug"))
+
+
+def test_boolean_options_are_switches():
+    from tinyroots.config import parse_config
+    cfg = parse_config(TrainConfig, ["--resume", "--no-progress", "--plot", "false"])
+    assert cfg.resume is True and cfg.progress is False and cfg.plot is False
+    cfg = parse_config(TrainConfig, ["--resume", "true", "--progress", "--out-dir", "x"])
+    assert cfg.resume is True and cfg.progress is True and cfg.out_dir == "x"
+    cfg = parse_config(TrainConfig, ["--resume", "--max-steps", "5"])
+    assert cfg.resume is True and cfg.max_steps == 5
+    explicit = set()
+    parse_config(TrainConfig, ["--preset", "tiny", "--max-steps", "5"], presets=PRESETS,
+                 explicit=explicit)
+    assert {"max_steps", "n_layer", "out_dir"} <= explicit and "learning_rate" not in explicit
+
+
+# ---------------------------------------------------------------------------------------------
+# run directories are never replaced silently; results on stdout, progress on stderr
+
+
+def test_a_run_directory_is_not_replaced_without_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_main(fast(run), capsys)[0] == 0
+    before = (run / "metrics.jsonl").read_text()
+    rc, out, err = run_main(fast(run), capsys)
+    assert rc == 2 and "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert (run / "metrics.jsonl").read_text() == before          # untouched
+    rc, out, err = run_main(fast(run, "--overwrite", "--max-steps", "2"), capsys)
+    assert rc == 0 and read_metrics(run)[-1]["step"] == 2
+
+
+def test_presets_have_their_own_run_directories():
+    from tinyroots.config import parse_config
+    dirs = {name: parse_config(TrainConfig, ["--preset", name], presets=PRESETS).out_dir
+            for name in PRESETS}
+    assert dirs["shakespeare_char"] == "out-shakespeare-char"
+    assert len(set(dirs.values()) | {TrainConfig().out_dir}) == len(PRESETS) + 1
+
+
+def test_results_go_to_stdout_and_progress_to_stderr(tmp_path):
+    r = run_cli(["tinyroots.train"] + fast(tmp_path / "run", "--progress"),
+                env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "stopped: reached max_steps=4" in r.stdout and "val loss" in r.stdout
+    assert "\r" not in r.stdout and "data: embedded Shakespeare" not in r.stdout
+    assert "data: embedded Shakespeare" in r.stderr and "step      2" in r.stderr
+
+
+def test_a_diverged_run_exits_non_zero(tmp_path, capsys):
+    rc, out, err = run_main(fast(tmp_path / "run", "--learning-rate", "1e9", "--grad-clip", "0",
+                                 "--max-steps", "40", "--eval-interval", "100",
+                                 "--warmup-steps", "0"), capsys)
+    assert rc == 1 and "diverged" in err and "the loss became" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# resume continues the run as it was configured, and trusts nothing it reads
+
+
+def test_resume_alone_reads_the_saved_configuration(tmp_path, capsys):
+    run = tmp_path / "run"
+    # non-default model, tokenizer and schedule: a resume with defaults would not fit them
+    assert run_main(fast(run, "--n-embd", "16", "--vocab-size", "280", "--max-steps", "3"),
+                    capsys)[0] == 0
+    rc, out, err = run_main(["--out-dir", str(run), "--resume", "--max-steps", "5"], capsys)
+    assert rc == 0, err
+    assert read_metrics(run)[-1]["step"] == 5
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["n_embd"] == 16 and saved["vocab_size"] == 280 and saved["max_steps"] == 5
+    rc, out, err = run_main(["--out-dir", str(run), "--resume", "--n-embd", "32",
+                             "--max-steps", "6"], capsys)
+    assert rc == 2 and "n_embd=32" in err and "contradict" in err and "n_embd=16" in err
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("resumable")
+    train(tiny_cfg(run_dir, max_steps=4, eval_interval=2), out=quiet)
+    return run_dir
+
+
+def _edit_state(**changes):
+    def mutate(last):
+        path = last / "trainer_state.json"
+        state = json.loads(path.read_text())
+        for key, value in changes.items():
+            if value is KeyError:
+                state.pop(key)
+            else:
+                state[key] = value
+        path.write_text(json.dumps(state))
+    return mutate
+
+
+def _edit_optimizer(fn):
+    def mutate(last):
+        from tinyroots.checkpoint import load_safetensors, save_safetensors
+        arrays, _ = load_safetensors(last / "optimizer.safetensors", mmap=False)
+        arrays = {k: np.array(v) for k, v in arrays.items()}
+        fn(arrays)
+        save_safetensors(last / "optimizer.safetensors", arrays)
+    return mutate
+
+
+def _list_shaped_optimizer_state(last):
+    path = last / "trainer_state.json"
+    state = json.loads(path.read_text())
+    state["optimizer"]["state"] = list(state["optimizer"]["state"].values())
+    path.write_text(json.dumps(state))
+
+
+RESUME_CORRUPTIONS = [   # (mutation of last/, words the message must hold)
+    ("no step", _edit_state(step=KeyError), ["trainer_state.json", "'step' is missing"]),
+    ("step string", _edit_state(step="4"), ["trainer_state.json", "'step'", "'4'"]),
+    ("step negative", _edit_state(step=-5), ["trainer_state.json", "'step'", "-5"]),
+    ("step huge", _edit_state(step=1e30), ["trainer_state.json", "'step'", "1e+30"]),
+    ("step float", _edit_state(step=2.5), ["trainer_state.json", "'step'", "2.5"]),
+    ("no batcher", _edit_state(batcher=KeyError), ["trainer_state.json", "'batcher'"]),
+    ("bad batcher", _edit_state(batcher={"bit_generator": "PCG64", "state": 5}),
+     ["trainer_state.json", "'batcher'"]),
+    ("batcher list", _edit_state(batcher=[1, 2]), ["trainer_state.json", "'batcher'"]),
+    ("bad rng", _edit_state(rng="seed"), ["trainer_state.json", "'rng'"]),
+    ("no rng", _edit_state(rng=KeyError), ["trainer_state.json", "'rng'"]),
+    ("state not a dict", lambda last: (last / "trainer_state.json").write_text("[4]"),
+     ["trainer_state.json", "expected a JSON object"]),
+    ("not JSON", lambda last: (last / "trainer_state.json").write_text("{step: 4"),
+     ["trainer_state.json"]),
+    ("deep JSON", lambda last: (last / "trainer_state.json").write_text("[" * 100_000),
+     ["trainer_state.json", "nested"]),
+    ("optimizer list-shaped", _list_shaped_optimizer_state,
+     ["trainer_state.json", "'optimizer'", "'state' object"]),
+    ("optimizer missing", _edit_state(optimizer=KeyError), ["trainer_state.json",
+                                                             "'optimizer'"]),
+    ("optimizer lr string", lambda last: _edit_state()(last) or _set_group(last, "lr", "x"),
+     ["trainer_state.json", "optimizer.groups[0]"]),
+    ("moment missing", _edit_optimizer(lambda a: a.pop("0.exp_avg")),
+     ["optimizer.safetensors", "'0.exp_avg' is missing"]),
+    ("moment int32", _edit_optimizer(lambda a: a.update({"0.exp_avg_sq":
+                                                         a["0.exp_avg_sq"].view(np.int32)})),
+     ["optimizer.safetensors", "'0.exp_avg_sq'", "int32", "expected float32"]),
+    ("moment shape", _edit_optimizer(lambda a: a.update({"0.exp_avg": a["0.exp_avg"][:1]})),
+     ["optimizer.safetensors", "'0.exp_avg'", "expected float32"]),
+    ("moment nan", _edit_optimizer(lambda a: a["1.exp_avg"].fill(np.nan)),
+     ["optimizer.safetensors", "'1.exp_avg'", "NaN"]),
+    ("stray tensor", _edit_optimizer(lambda a: a.update({"999.exp_avg": np.zeros(2,
+                                                                                 np.float32)})),
+     ["optimizer.safetensors", "'999.exp_avg'"]),
+    ("optimizer file gone", lambda last: (last / "optimizer.safetensors").unlink(),
+     ["optimizer.safetensors", "not found"]),
+]
+
+
+def _set_group(last, key, value):
+    path = last / "trainer_state.json"
+    state = json.loads(path.read_text())
+    state["optimizer"]["groups"][0][key] = value
+    path.write_text(json.dumps(state))
+
+
+@pytest.mark.parametrize("name,mutate,words", RESUME_CORRUPTIONS,
+                         ids=[c[0] for c in RESUME_CORRUPTIONS])
+def test_resume_checks_every_saved_value(name, mutate, words, saved_run, tmp_path, capsys):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(saved_run, run)
+    mutate(run / "last")
+    rc, out, err = run_main(["--out-dir", str(run), "--resume", "--max-steps", "6"], capsys)
+    assert rc == 2, (name, err)
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    for word in words:
+        assert word in err, (word, err)
