@@ -389,6 +389,7 @@ def test_unusable_data_files_are_one_clear_line(name, data, tmp_path, capsys):
 
 def test_config_files_are_checked_like_flags(tmp_path, capsys):
     cases = [("nested.json", "[" * 100_000, "nested more than"),
+             ("nested.toml", "a = " + "[" * 100_000, "nested too deeply"),
              ("float.toml", "n_layer = 2.5\n", "'n_layer' must be int"),
              ("nan.toml", "learning_rate = nan\n", "finite number"),
              ("beta.json", '{"beta1": 2}', "'beta1' must be in [0, 1), got 2.0"),

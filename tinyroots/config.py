@@ -151,6 +151,9 @@ def load_config_file(path):
             data = tomllib.loads(raw.decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        except RecursionError:       # the parser recurses once per level of nesting
+            raise ConfigError(f"{path}: not valid TOML here (arrays or tables nested too "
+                              "deeply)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a table of key = value pairs")
     flat = {}
