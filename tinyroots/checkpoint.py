@@ -62,17 +62,24 @@ PICKLE_NAMES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h
                 "flax_model.msgpack")
 
 
-def save_pretrained(model, path, tokenizer=None):
+def save_pretrained(model, path, tokenizer=None, dtype="fp32"):
     """Write config.json + model.safetensors (and the tokenizer, if given) into ``path``.
 
     The tied head is stored once, as ``transformer.wte.weight``, exactly like Hugging Face.
     Biases of a bias-free model are written as zeros so Hugging Face can still load it.
+    dtype="bf16" stores every tensor as bfloat16 ("BF16", as transformers writes a bf16 model);
+    weights the model keeps in bf16 (GPT.bf16_weights) are stored as BF16 either way.
     """
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"save_pretrained: dtype must be 'fp32' or 'bf16', got {dtype!r}")
     os.makedirs(path, exist_ok=True)
     tensors = {}
     for name, arr in _hf_state_dict(model).items():
         tensors[name] = arr
-    save_safetensors(os.path.join(path, WEIGHTS_NAME), tensors, metadata={"format": "pt"})
+    bf16 = {name: "BF16" for name, arr in tensors.items()
+            if dtype == "bf16" or arr.dtype == np.uint16}
+    save_safetensors(os.path.join(path, WEIGHTS_NAME), tensors, metadata={"format": "pt"},
+                     dtypes=bf16)
     write_json(os.path.join(path, CONFIG_NAME), model.config.to_hf_dict())
     gen = {"bos_token_id": model.config.bos_token_id, "eos_token_id": model.config.eos_token_id}
     write_json(os.path.join(path, "generation_config.json"),

@@ -554,10 +554,28 @@ class GPT(Module):
         return _checkpoint_io("save")(self, path, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path, **kwargs):
+    def from_pretrained(cls, path, dtype="fp32", **kwargs):
         """Load a directory written by save_pretrained or by Hugging Face (safetensors), in
-        eval mode as transformers does: checkpoint.load_pretrained does the work."""
-        return _checkpoint_io("load")(path, model_class=cls, **kwargs)
+        eval mode as transformers does: checkpoint.load_pretrained does the work.
+        dtype="bf16" keeps the weight matrices in bf16 for decoding (see bf16_weights)."""
+        ops.check_dtype(dtype)
+        model = _checkpoint_io("load")(path, model_class=cls, **kwargs)
+        return model.bf16_weights() if dtype == "bf16" else model
+
+    def bf16_weights(self):
+        """Keep every linear layer's weight and the tied token embedding in bf16 (uint16 bits).
+
+        For decoding: a token reads every weight once, so it costs the bytes read, and bf16
+        halves them. The products take bf16 weights and float32 activations rounded to bf16,
+        summed in float32 (ops.autocast); biases, layernorms and wpe stay float32. The model
+        is then for inference: those weights take no gradient. Returns self.
+        """
+        weights = [m.weight for m in self.modules() if isinstance(m, Linear)]
+        for p in weights + [self.transformer.wte.weight]:
+            if p.dtype != np.uint16:
+                p.data = K.to_bf16(p.data)
+            p.requires_grad = False
+        return self
 
 
 # Files are a layer above the model: checkpoint.py imports this module and registers its

@@ -17,6 +17,7 @@ an uninterrupted run would have given.
 """
 
 import dataclasses
+import functools
 import os
 import shutil
 import sys
@@ -27,7 +28,7 @@ from typing import Optional
 import numpy as np
 
 from . import checkpoint as ck
-from . import distributed, kernels, optim
+from . import distributed, kernels, ops, optim
 from . import random as trandom
 from .config import (ConfigError, check_common, check_ranges, load_saved_config, parse_config,
                      save_config)
@@ -91,6 +92,7 @@ class TrainConfig:
     overwrite: bool = False            # replace a run already in out_dir (else: an error)
     seed: int = 1337                   # seeds initialisation, batches and dropout
     num_threads: int = 0               # kernel threads; 0: OMP_NUM_THREADS or all cores
+    dtype: str = "fp32"                # bf16: mixed precision, the products in bf16 (ops.autocast)
     # several processes (mpiexec -n N python -m tinyroots.train ...)
     zero: int = 0                      # 1: ZeRO-1, each process keeps 1/N of AdamW's moments
     bucket_mb: float = 25.0            # gradients travel in buckets of about this many MB
@@ -102,6 +104,8 @@ class TrainConfig:
     def validate(self):
         check_ranges(self, TRAIN_RANGES)
         check_common(self)
+        if self.dtype not in ("fp32", "bf16"):
+            raise ConfigError(f"TrainConfig: 'dtype' must be 'fp32' or 'bf16', got {self.dtype!r}")
         if self.tokenizer not in ("bpe", "char"):
             raise ConfigError(f"TrainConfig: 'tokenizer' must be 'bpe' or 'char', got "
                               f"{self.tokenizer!r}")
@@ -483,6 +487,7 @@ def train(cfg, out=None, show=None, hooks=None):
     trainer = Trainer(job, model.parameters(), opt, sched, settings, hooks=hooks, log=log,
                       metrics=metrics, state=state,
                       penalty_params=[p for p in model.parameters() if p.ndim >= 2])
+    trainer.autocast = functools.partial(ops.autocast, cfg.dtype)
     state = trainer.run()
     state.history = metrics.history
     show(f"stopped: {state.stop_reason} after {state.step} steps, {state.elapsed:.1f}s")
@@ -495,7 +500,8 @@ def describe(cfg, model, tokens_per_step, log):
     c = model.config
     log(f"model: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context "
         f"{c.block_size}, {model.num_parameters() / 1e6:.2f}M parameters | backend "
-        f"{kernels.BACKEND} ({kernels.info()['simd_isa']}), {kernels.get_num_threads()} threads")
+        f"{kernels.BACKEND} ({kernels.info()['simd_isa']}), {kernels.get_num_threads()} threads"
+        + (f", bf16 products ({kernels.info()['bf16_isa']})" if cfg.dtype == "bf16" else ""))
     log(f"training: {cfg.max_steps} steps x {tokens_per_step:,} tokens, lr {cfg.learning_rate} "
         f"(warmup {cfg.warmup_steps}, cosine to {cfg.min_lr}), out_dir {cfg.out_dir}")
 

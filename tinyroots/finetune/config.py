@@ -68,6 +68,7 @@ class FinetuneConfig:
     # output
     seed: int = 1337                   # seeds data order, augmentation, dropout, new weights
     num_threads: int = 0               # kernel threads; 0: OMP_NUM_THREADS or all cores
+    dtype: str = "fp32"                # bf16: mixed precision, the products in bf16 (ops.autocast)
     save: bool = True                  # write the checkpoint (tuning trials may skip it)
     overwrite: bool = False            # replace a saved run in out_dir (else: an error)
     progress: bool = True              # show a progress bar
@@ -80,6 +81,8 @@ class FinetuneConfig:
     def validate(self):
         name = type(self).__name__
         check_common(self)               # seed, num_threads, beta1, beta2
+        if self.dtype not in ("fp32", "bf16"):
+            raise ConfigError(f"{name}: 'dtype' must be 'fp32' or 'bf16', got {self.dtype!r}")
         if self.task not in TASKS:
             raise ConfigError(f"{name}: 'task' must be one of {', '.join(TASKS)}, got "
                               f"{self.task!r}")

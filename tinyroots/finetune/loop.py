@@ -23,13 +23,14 @@ The run directory:
     best/                  the checkpoint (see finetune/__init__.py for its files per task)
 """
 
+import functools
 import os
 import shutil
 import time
 
 import numpy as np
 
-from .. import distributed, kernels, optim
+from .. import distributed, kernels, ops, optim
 from .. import random as trandom
 from ..config import save_config
 from ..fileio import write_json
@@ -204,8 +205,10 @@ def finetune(cfg, out=None, show=None, hooks=None):
     metric = cfg.metric_name
     settings = LoopSettings.from_config(cfg, metric=metric,
                                         higher_is_better=HIGHER_IS_BETTER[metric])
-    state = Trainer(job, params, opt, sched, settings, hooks=hooks, log=log, metrics=metrics,
-                    penalty_params=decay).run()
+    trainer = Trainer(job, params, opt, sched, settings, hooks=hooks, log=log, metrics=metrics,
+                      penalty_params=decay)
+    trainer.autocast = functools.partial(ops.autocast, cfg.dtype)
+    state = trainer.run()
     about = {"init": source, "training": what,
              "skipped_lines": {"train": [list(s) for s in skipped_train],
                                "val": [list(s) for s in skipped_val]}}
