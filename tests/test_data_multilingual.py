@@ -197,7 +197,7 @@ def test_pii_leaves_the_chinese_article_alone():
 def test_streaming_never_splits_a_character():
     """A byte-level BPE with few merges cuts Chinese characters (3 UTF-8 bytes) across
     tokens; the streamer must print each character whole, never U+FFFD."""
-    from tinyroots.generate import TextStreamer
+    from tinyroots.tokenizer import TextStreamer
     from tinyroots.tokenizer import Tokenizer
     with open(ARTICLE, encoding="utf-8") as f:
         text = f.read()

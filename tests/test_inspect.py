@@ -41,7 +41,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(ckpt):
-    from tinyroots.generate import load_model_and_tokenizer
+    from tinyroots.checkpoint import load_model_and_tokenizer
     model, tok, _ = load_model_and_tokenizer(str(ckpt))
     return model, tok
 

@@ -569,7 +569,7 @@ class ResumeError(ValueError):
 
 def save_training_state(path, arrays, meta, state):
     """path/optimizer.safetensors (the arrays) and path/trainer_state.json (state + meta)."""
-    from .checkpoint import save_safetensors
+    from .safetensors import save_safetensors
     from .fileio import write_json
     save_safetensors(os.path.join(path, OPTIMIZER_NAME), arrays, metadata={"format": "np"})
     write_json(os.path.join(path, TRAINER_STATE_NAME), dict(state, optimizer=meta))
@@ -581,7 +581,7 @@ def load_training_state(path, optimizer, hooks=SINGLE_PROCESS):
     -> (the trainer_state.json dict, the LoopState in it). Every problem is one ResumeError
     naming the file and the key.
     """
-    from .checkpoint import load_safetensors
+    from .safetensors import load_safetensors
     from .fileio import read_json
     state_file = os.path.join(path, TRAINER_STATE_NAME)
     raw = read_json(state_file, "trainer state", error=ResumeError)
