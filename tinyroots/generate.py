@@ -42,8 +42,12 @@ class GenerateConfig:
     stop_at_eos: bool = True           # stop a sample at <|endoftext|>
     task: str = "complete"             # complete, or translate (a translate-tuned model)
     num_threads: int = 0               # kernel threads; 0: default
+    dtype: str = "fp32"                # bf16: weights kept in bf16, half the bytes per token
 
     def validate(self):
+        if self.dtype not in ("fp32", "bf16"):
+            raise ConfigError(f"GenerateConfig: 'dtype' must be 'fp32' or 'bf16', got "
+                              f"{self.dtype!r}")
         if self.which not in ("best", "last"):
             raise ConfigError(f"GenerateConfig: 'which' must be best or last, got {self.which!r}")
         if self.max_new_tokens < 0 or self.num_samples < 1:
@@ -113,6 +117,8 @@ def main(argv=None):
         kernels.set_num_threads(cfg.num_threads)
     try:
         model, tokenizer, path = load_model_and_tokenizer(cfg.checkpoint, cfg.which)
+        if cfg.dtype == "bf16":
+            model.bf16_weights()
         text = read_prompt(cfg)
         prompt_ids = format_prompt(cfg, tokenizer, text)
     except (OSError, ValueError) as exc:
