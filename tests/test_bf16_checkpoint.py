@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tinyroots as tr
-from tinyroots import kernels, ops
+from tinyroots import kernels
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
