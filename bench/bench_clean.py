@@ -9,8 +9,14 @@ with planted exact duplicates (5%), near duplicates (10%, ~0.3-1% of the words c
 upper-cased, a line appended), PII in 10% of the originals, a boilerplate header and footer on
 15%, and noise documents (5%) for every filter.
 
-* throughput: the whole clean() (both passes: read, normalise, dedup, boilerplate, filters,
-  PII, write) with 1 and 2 worker processes; MB/s = input bytes / median wall time.
+* throughput: the whole clean() (both passes: read, normalise, dedup, boilerplate, language
+  identification, filters, PII, write) with 1 and 2 worker processes; MB/s = input bytes /
+  median wall time.
+* language identification: the same corpus cleaned as English only (language_id off, the "en"
+  row of languages.py for every document) and with lid.176 on, alternately, best of
+  BENCH_CLEAN_ROUNDS each, one worker, in MB per CPU-second; and a multilingual corpus (8
+  languages and writings from tinyroots.data.multilingual, same size) with lid.176 on.
+  Target: language identification costs under 25% of the throughput (ratio >= 0.75).
 * near-dup quality: documents dropped as near duplicates against the planted ones, on this
   corpus and on a corpus of real Shakespeare chunks (source="chunks").
 
@@ -23,7 +29,8 @@ import resource
 
 import pytest
 
-from tinyroots.data import clean
+from tinyroots.data import CleanConfig, clean
+from tinyroots.data.multilingual import bench_documents
 from tinyroots.data.synthetic import make_corpus
 
 BENCH_DOCS = int(os.environ.get("BENCH_CLEAN_DOCS", "8000"))
@@ -96,3 +103,44 @@ def test_near_dup_precision_recall(benchmark, markov_corpus, tmp_path, source):
     print(f"\nnear dups ({source}): precision {precision:.3f}, recall {recall:.3f} "
           f"({planted} planted, {found} found)")
     assert precision >= 0.9 and recall >= 0.9
+
+
+ENGLISH_ONLY = CleanConfig(language_id=False, languages=("en",))
+
+
+def _best_mb_s(path, size, out, cfg, rounds):
+    """MB per CPU-second of this process (one worker: all the work is here), best of rounds.
+    CPU time moves far less than wall time when neighbours share the machine."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = _cpu_seconds()
+        clean([path], out, cfg, workers=1)
+        best = min(best, _cpu_seconds() - t0)
+    return size / 1e6 / best
+
+
+def test_language_id_cost(benchmark, markov_corpus, tmp_path):
+    path, size, _ = markov_corpus
+    ml_path = str(tmp_path / "multilingual.jsonl")
+    ml_size = _write(ml_path, bench_documents(BENCH_DOCS, seed=0))
+    rates = {"english_only": 0.0, "langid": 0.0}
+
+    def run():
+        # alternate the two, so that a busy neighbour slows both alike
+        for _ in range(ROUNDS):
+            rates["english_only"] = max(rates["english_only"], _best_mb_s(
+                path, size, str(tmp_path / "en"), ENGLISH_ONLY, 1))
+            rates["langid"] = max(rates["langid"], _best_mb_s(
+                path, size, str(tmp_path / "lid"), CleanConfig(), 1))
+        rates["multilingual"] = _best_mb_s(ml_path, ml_size, str(tmp_path / "ml"), CleanConfig(),
+                                           ROUNDS)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    ratio = rates["langid"] / rates["english_only"]
+    benchmark.extra_info.update({k: round(v, 3) for k, v in rates.items()})
+    benchmark.extra_info["langid/english_only"] = round(ratio, 3)
+    print(f"\nclean, 1 worker, best of {ROUNDS}, MB per CPU-second: English only "
+          f"{rates['english_only']:.2f}, with lid.176 {rates['langid']:.2f} (ratio {ratio:.2f}, "
+          f"language id costs {(1 - ratio) * 100:.0f}%); multilingual corpus "
+          f"({ml_size / 1e6:.1f} MB, 8 languages) {rates['multilingual']:.2f}")
+    assert ratio >= 0.75, f"language identification costs {(1 - ratio) * 100:.0f}% (> 25%)"

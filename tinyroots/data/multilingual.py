@@ -86,3 +86,18 @@ def make_multilingual_corpus():
         docs[name] = [{"id": i, "text": t} for i, _, t in items]
         truth[name] = {step: [i for i, s, _ in items if s == step] for step in STEPS}
     return docs, truth
+
+
+def bench_documents(n_docs, seed=0, sentences=(6, 12)):
+    """n_docs documents for throughput measurements: each in one language of POOLS (drawn
+    in turn), of 6-12 sentences drawn at random from its pool, so documents differ."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    names = list(ORDER)
+    docs = []
+    for i in range(n_docs):
+        name = names[i % len(names)]
+        pool = POOLS[name]
+        picks = rng.choice(len(pool), size=int(rng.integers(*sentences)), replace=True)
+        docs.append({"id": f"{name}-{i}", "text": JOIN.get(name, " ").join(pool[j] for j in picks)})
+    return docs
