@@ -199,11 +199,12 @@ def build_parser(cls, prog, description, presets=None):
         text = f"{helps.get(f.name, '')} (default: {default!r})"
         if _metavar(cls, f.name) == "BOOL":
             # a bare switch (--resume) means true; --resume false and --no-resume say false
+            off = "--no-" + f.name.replace("_", "-")
             parser.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, nargs="?",
-                                const="true", metavar="BOOL", help=text)
-            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name,
-                                action="store_const", const="false", default=argparse.SUPPRESS,
-                                help=argparse.SUPPRESS)
+                                const="true", metavar="BOOL",
+                                help=f"{text}; {flag} alone means true, {off} false")
+            parser.add_argument(off, dest=f.name, action="store_const", const="false",
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
             continue
         parser.add_argument(*names, dest=f.name, default=argparse.SUPPRESS,
                             metavar=_metavar(cls, f.name), help=text)

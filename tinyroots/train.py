@@ -4,18 +4,27 @@ With no arguments it trains a small GPT with a byte-level BPE tokenizer on the e
 Shakespeare, shows the validation loss falling, saves the run to ``out/`` and prints a sample:
 
     python -m tinyroots.train                                  # the default run, a few minutes
-    python -m tinyroots.train --preset shakespeare_char        # nanoGPT's character-level recipe
-    python -m tinyroots.train --data my_texts/ --vocab-size 8192 --max-steps 5000
+    python -m tinyroots.train --preset shakespeare_char        # nanoGPT's recipe, saved to
+                                                               # out-shakespeare-char/
+    python -m tinyroots.train --data my_texts/ --vocab-size 8192 --max-steps 5000 --out-dir mine
     python -m tinyroots.train --out-dir out --resume           # continue an interrupted run
+    python -m tinyroots.train --out-dir out --resume --max-steps 3000   # ... and make it longer
     python -m tinyroots.generate --checkpoint out --prompt "ROMEO:"
 
 The run directory holds ``last/`` (weights, tokenizer, optimizer and trainer state: what
 ``--resume`` continues from), ``best/`` (the weights with the lowest validation loss),
 ``train_config.json`` (the resolved configuration), ``metrics.jsonl`` (one record per logged
 step) and ``loss.png``. Ctrl-C saves ``last/`` and exits; resuming then gives exactly the losses
-an uninterrupted run would have given.
-"""
+an uninterrupted run would have given. ``--resume`` reads the run's train_config.json, so the
+other flags are needed only to change something: the stopping rules (``--max-steps``,
+``--max-time``, ...) may change, the model, tokenizer and data may not. A directory that
+already holds a run is never replaced silently: that is an error unless ``--resume`` or
+``--overwrite`` is given. Each preset has its own default directory (out-<preset>).
 
+Progress and log lines go to stderr, the results (final losses, the sample) to stdout. An
+error a user can cause prints one line and exits 2 (``--debug`` shows the traceback); a run
+whose loss became NaN or infinite exits 1 and keeps its last good checkpoint.
+"""
 import dataclasses
 import functools
 import os
