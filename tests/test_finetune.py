@@ -452,3 +452,17 @@ def test_finetune_command_errors_and_divergence(pretrained, classify_data, tmp_p
         err = capsys.readouterr().err
         assert rc == code, (extra, err)
         assert "Traceback" not in err and all(w in err for w in words), (extra, err)
+
+
+def test_ctrl_c_stops_after_the_step_and_saves_the_best(pretrained, classify_data, tmp_path):
+    import signal
+
+    def log(message):
+        if "step     10:" in str(message):         # the evaluation at step 10
+            os.kill(os.getpid(), signal.SIGINT)
+    run = finetune(cfg("classify", pretrained, classify_data, tmp_path, max_steps=1000,
+                       eval_interval=10), out=log)
+    assert run.interrupted and run.metrics["stop_reason"] == "interrupted (Ctrl-C)"
+    assert run.metrics["steps"] == 10
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["stop_reason"] == "interrupted (Ctrl-C)" and (tmp_path / "best").is_dir()
