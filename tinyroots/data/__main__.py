@@ -141,59 +141,70 @@ def main(argv=None):
         return 2
 
 
-def _run(args):
-    log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731 -- progress to stderr
-    if args.command == "clean":
-        from .cleaning import clean, format_report
-        report = clean(args.inputs, args.out, _config_from_args(args), workers=args.workers,
-                       keep_rejected=args.keep_rejected, log=log)
-        print(format_report(report))
-        return 0
-    if args.command == "tokenize":
-        from .collect import check_file, iter_documents, resolve_inputs
-        from .pipeline import tokenize_documents, train_tokenizer
-        files = []
-        for f in resolve_inputs(args.inputs):
-            reason = check_file(f)
-            if reason:
-                log(f"skipping {f}: {reason}")
-            else:
-                files.append(f)
+def _log(*a):
+    print(*a, file=sys.stderr, flush=True)  # progress to stderr: stdout is for results
 
-        def texts():
-            return (d.text for d in iter_documents(files, args.text_field))
-        if args.tokenizer:
-            from ..tokenizer import Tokenizer
-            tok = Tokenizer.from_pretrained(args.tokenizer)
+
+def _clean(args):
+    from .cleaning import clean, format_report
+    report = clean(args.inputs, args.out, _config_from_args(args), workers=args.workers,
+                   keep_rejected=args.keep_rejected, log=_log)
+    print(format_report(report))
+
+
+def _tokenize(args):
+    from .collect import check_file, iter_documents, resolve_inputs
+    from .pipeline import tokenize_documents, train_tokenizer
+    files = []
+    for f in resolve_inputs(args.inputs):
+        reason = check_file(f)
+        if reason:
+            _log(f"skipping {f}: {reason}")
         else:
-            tok = train_tokenizer(texts(), args.vocab_size, args.out, log=log)
-        tok.save_pretrained(os.path.join(args.out, "tokenizer"))
-        train, val, n_train, n_val = tokenize_documents(
-            texts(), tok, args.out, args.val_fraction, args.shard_tokens, args.workers, log)
-        print(json.dumps({"train": train, "val": val, "n_train_tokens": n_train,
-                          "n_val_tokens": n_val, "tokenizer": os.path.join(args.out,
-                                                                           "tokenizer")}, indent=2))
-        return 0
-    if args.command == "prepare":
-        from .pipeline import prepare
-        data = prepare(args.inputs, args.cache_dir, args.vocab_size,
-                       config=_config_from_args(args), clean_text=not args.no_clean,
-                       val_fraction=args.val_fraction, shard_tokens=args.shard_tokens,
-                       tokenizer=args.tokenizer, workers=args.workers, force=args.force)
-        summary = dataclasses.asdict(dataclasses.replace(data, tokenizer=None, report={}))
-        summary.pop("report")
-        summary.pop("tokenizer")
-        summary["vocab_size_asked"] = None if args.tokenizer else args.vocab_size
-        print(json.dumps(summary, indent=2, ensure_ascii=False))
-        return 0
-    if args.command == "info":
-        from .shards import find_shards, read_header
-        for item in args.shards:
-            for path in find_shards(item):
-                n, dtype, vocab = read_header(path)
-                print(f"{path}: {n} tokens, {dtype.name}, vocab_size {vocab}")
-        return 0
-    raise AssertionError(args.command)
+            files.append(f)
+
+    def texts():
+        return (d.text for d in iter_documents(files, args.text_field))
+    if args.tokenizer:
+        from ..tokenizer import Tokenizer
+        tok = Tokenizer.from_pretrained(args.tokenizer)
+    else:
+        tok = train_tokenizer(texts(), args.vocab_size, args.out, log=_log)
+    tok.save_pretrained(os.path.join(args.out, "tokenizer"))
+    train, val, n_train, n_val = tokenize_documents(
+        texts(), tok, args.out, args.val_fraction, args.shard_tokens, args.workers, _log)
+    print(json.dumps({"train": train, "val": val, "n_train_tokens": n_train,
+                      "n_val_tokens": n_val, "tokenizer": os.path.join(args.out, "tokenizer")},
+                     indent=2))
+
+
+def _prepare(args):
+    from .pipeline import prepare
+    data = prepare(args.inputs, args.cache_dir, args.vocab_size,
+                   config=_config_from_args(args), clean_text=not args.no_clean,
+                   val_fraction=args.val_fraction, shard_tokens=args.shard_tokens,
+                   tokenizer=args.tokenizer, workers=args.workers, force=args.force)
+    summary = dataclasses.asdict(dataclasses.replace(data, tokenizer=None, report={}))
+    summary.pop("report")
+    summary.pop("tokenizer")
+    summary["vocab_size_asked"] = None if args.tokenizer else args.vocab_size
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+
+
+def _info(args):
+    from .shards import find_shards, read_header
+    for item in args.shards:
+        for path in find_shards(item):
+            n, dtype, vocab = read_header(path)
+            print(f"{path}: {n} tokens, {dtype.name}, vocab_size {vocab}")
+
+
+COMMANDS = {"clean": _clean, "tokenize": _tokenize, "prepare": _prepare, "info": _info}
+
+
+def _run(args):
+    COMMANDS[args.command](args)
+    return 0
 
 
 if __name__ == "__main__":

@@ -238,17 +238,10 @@ def prepare(path, cache_dir, vocab_size=VOCAB_SIZE, *, config=None, clean_text=T
     log = _log_fn(verbose)
     cfg = config if config is not None else CleanConfig()
     files = resolve_inputs(path)
-    tok_given = None
-    if tokenizer is not None:
-        if isinstance(tokenizer, (str, os.PathLike)):
-            tokenizer = Tokenizer.from_pretrained(os.fspath(tokenizer))
-        tok_given = {"vocab": sorted(tokenizer.get_vocab().items()), "merges": tokenizer.merges}
-    settings = {"clean": cfg.hash_inputs() if clean_text else None, "clean_text": clean_text,
-                "reader": [cfg.text_field, cfg.id_field, cfg.txt_split, cfg.max_doc_chars],
-                "vocab_size": None if tok_given else vocab_size, "val_fraction": val_fraction,
-                "shard_tokens": shard_tokens, "sample_bytes": tokenizer_sample_bytes,
-                "tokenizer": hashlib.blake2b(json.dumps(tok_given).encode()).hexdigest()
-                if tok_given else None}
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = Tokenizer.from_pretrained(os.fspath(tokenizer))
+    settings = _settings(cfg, clean_text, tokenizer, vocab_size, val_fraction, shard_tokens,
+                         tokenizer_sample_bytes)
     key = content_key(files, settings)
     directory = os.path.join(cache_dir, key[:20])
     manifest = None if force else _load_manifest(directory)
@@ -260,37 +253,20 @@ def prepare(path, cache_dir, vocab_size=VOCAB_SIZE, *, config=None, clean_text=T
     if os.path.exists(directory):
         shutil.rmtree(directory)  # a half-finished earlier run
     os.makedirs(directory)
-    report = {}
-    if clean_text:
-        log(f"cleaning {len(files)} files into {directory}/clean")
-        report = clean(files, os.path.join(directory, "clean"), cfg, workers=workers, log=log)
-        if report["docs_out"] == 0:
-            raise ValueError(f"no documents left after cleaning {path!r}; see "
-                             f"{directory}/clean/report.json")
-        sources = [os.path.join(directory, "clean", "clean.jsonl")]
-
-        def texts():
-            return (d.text for d in iter_documents(sources))
-    else:
-        good = [f for f in files if check_file(f) is None]
-
-        def texts():
-            return (d.text for d in iter_documents(good, cfg.text_field, cfg.id_field,
-                                                   cfg.txt_split, cfg.max_doc_chars))
-
-    tok_dir = os.path.join(directory, "tokenizer")
-    if tokenizer is None:
+    texts, report = _document_texts(path, files, cfg, clean_text, directory, workers, log)
+    given = tokenizer is not None
+    if not given:
         to_val = ValSplit(val_fraction)  # the same documents tokenize_documents puts in val
         train_texts = (t for t in texts() if not to_val(len(t)))
         tokenizer = train_tokenizer(train_texts, vocab_size, directory,
                                     tokenizer_sample_bytes, log)
-    vocab_note = vocabulary_note(tokenizer, vocab_size, tok_given is not None)
+    vocab_note = vocabulary_note(tokenizer, vocab_size, given)
     if vocab_note:
         log(vocab_note)
-    tokenizer.save_pretrained(tok_dir)
-    shard_dir = os.path.join(directory, "shards")
-    train, val, n_train, n_val = tokenize_documents(texts(), tokenizer, shard_dir, val_fraction,
-                                                    shard_tokens, workers, log)
+    tokenizer.save_pretrained(os.path.join(directory, "tokenizer"))
+    train, val, n_train, n_val = tokenize_documents(
+        texts(), tokenizer, os.path.join(directory, "shards"), val_fraction, shard_tokens,
+        workers, log)
     manifest = {"version": PIPELINE_VERSION, "key": key,
                 "inputs": [os.path.abspath(f) for f in files],
                 "train": [os.path.relpath(p, directory) for p in train],
@@ -299,14 +275,50 @@ def prepare(path, cache_dir, vocab_size=VOCAB_SIZE, *, config=None, clean_text=T
                 "vocab_size": tokenizer.vocab_size, "eot_token_id": tokenizer.eot_token_id,
                 "tokenizer": "tokenizer", "settings": settings,
                 "clean_report": "clean/report.json" if clean_text else None,
-                "vocab_size_asked": None if tok_given else vocab_size, "vocab_note": vocab_note,
+                "vocab_size_asked": None if given else vocab_size, "vocab_note": vocab_note,
                 "seconds": round(time.perf_counter() - start, 2)}
+    _write_manifest(directory, manifest)
+    log(f"prepared {directory} in {manifest['seconds']} s")
+    return _prepared(directory, manifest, cached=False, tokenizer=tokenizer, report=report)
+
+
+def _settings(cfg, clean_text, tokenizer, vocab_size, val_fraction, shard_tokens, sample_bytes):
+    """Every setting that changes the result, for the cache key (a given tokenizer by the hash
+    of its vocabulary and merges)."""
+    tok_given = None
+    if tokenizer is not None:
+        tok_given = {"vocab": sorted(tokenizer.get_vocab().items()), "merges": tokenizer.merges}
+    return {"clean": cfg.hash_inputs() if clean_text else None, "clean_text": clean_text,
+            "reader": [cfg.text_field, cfg.id_field, cfg.txt_split, cfg.max_doc_chars],
+            "vocab_size": None if tok_given else vocab_size, "val_fraction": val_fraction,
+            "shard_tokens": shard_tokens, "sample_bytes": sample_bytes,
+            "tokenizer": hashlib.blake2b(json.dumps(tok_given).encode()).hexdigest()
+            if tok_given else None}
+
+
+def _document_texts(path, files, cfg, clean_text, directory, workers, log):
+    """(a function giving a fresh stream of document texts, the clean report or {}): the
+    cleaned corpus in directory/clean, or the files as they are."""
+    if not clean_text:
+        good = [f for f in files if check_file(f) is None]
+        return (lambda: (d.text for d in iter_documents(
+            good, cfg.text_field, cfg.id_field, cfg.txt_split, cfg.max_doc_chars))), {}
+    log(f"cleaning {len(files)} files into {directory}/clean")
+    report = clean(files, os.path.join(directory, "clean"), cfg, workers=workers, log=log)
+    if report["docs_out"] == 0:
+        dropped = ", ".join(f"{step} {c['docs']}" for step, c in report["steps"].items()
+                            if c["docs"]) or "no documents read"
+        raise ValueError(f"no documents left after cleaning {path!r} (removed: {dropped}); "
+                         f"see {directory}/clean/report.json")
+    sources = [os.path.join(directory, "clean", "clean.jsonl")]
+    return (lambda: (d.text for d in iter_documents(sources))), report
+
+
+def _write_manifest(directory, manifest):
     tmp = os.path.join(directory, "manifest.json.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
     os.replace(tmp, os.path.join(directory, "manifest.json"))  # written last: "complete"
-    log(f"prepared {directory} in {manifest['seconds']} s")
-    return _prepared(directory, manifest, cached=False, tokenizer=tokenizer, report=report)
 
 
 def _prepared(directory, manifest, cached, tokenizer=None, report=None):
