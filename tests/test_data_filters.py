@@ -151,3 +151,15 @@ def test_fast_repetition_matches_python_random(text, n):
     words = split_words(text)
     assert F._fast.word_repetition_ratio(words, n) == pytest.approx(
         F.word_repetition_ratio_py(words, n), abs=1e-12)
+
+
+def test_short_clean_chinese_is_not_called_repetitive():
+    """floor(sqrt(N)) / N alone is over 0.15 for fewer than 44 n-grams: a short clean Chinese
+    paragraph must not be dropped for it; a long repetitive one still is."""
+    short = "今天下午我们在图书馆讨论了语言模型的训练方法。"  # 23 characters, no repeat
+    assert F.char_repetition_ratio(short, 10) > 0.15
+    words = list(short[:-1])
+    assert F.rejection_reason(short, words, resolve("zh", CleanConfig())) is None
+    long = "买一送一！" * 40
+    assert F.rejection_reason(long, list(long), resolve("zh", CleanConfig())) == \
+        "char_repetition"

