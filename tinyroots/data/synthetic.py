@@ -146,61 +146,71 @@ def make_corpus(n_docs=400, seed=0, source="chunks", doc_words=450, exact_rate=0
     Rates are fractions of n_docs. Copies always come after their original.
     """
     rng = np.random.default_rng(seed)
+    n_exact, n_near = int(n_docs * exact_rate), int(n_docs * near_rate)
+    n_noise = int(n_docs * noise_rate)
+    n_base = n_docs - n_exact - n_near - n_noise
+    next_base = _base_source(source, n_base, n_docs, doc_words, rng)
+    truth = {k: [] for k in ("base", "exact_dup", "near_dup", "pii", "noise", "boilerplate")}
+    truth["near_of"], truth["noise_kind"], truth["pii_values"] = {}, {}, {}
+    docs = []
+    for k in range(n_base):
+        docs.append(_base_document(f"doc-{len(docs):06d}", next_base(k), rng, truth, pii_rate,
+                                   boilerplate_rate))
+    # Copies and noise are spread over the corpus after their originals.
+    extra = ["exact"] * n_exact + ["near"] * n_near + ["noise"] * n_noise
+    for what in (extra[i] for i in rng.permutation(len(extra))):
+        docs.append(_extra_document(f"doc-{len(docs):06d}", what, docs[:n_base], rng, truth))
+    return docs, truth
+
+
+def _base_source(source, n_base, n_docs, doc_words, rng):
+    """A function k -> the k-th base document's text."""
     text = shakespeare()
     if source == "chunks":
         pool = chunk_documents(text)
         base = [pool[i] for i in rng.permutation(len(pool))]
-    elif source == "markov":
+        if n_base > len(base):
+            raise ValueError(f"source='chunks' has only {len(base)} base documents; "
+                             f"use source='markov' for {n_docs}")
+        return lambda k: base[k]
+    if source == "markov":
         model = BigramModel(text)
-        base = None
+        return lambda k: model.generate(doc_words, rng)
+    raise ValueError(f"source must be 'chunks' or 'markov', got {source!r}")
+
+
+def _base_document(doc_id, body, rng, truth, pii_rate, boilerplate_rate):
+    """An original document, with PII planted in a line and boilerplate around it at the given
+    rates (recorded in truth)."""
+    if rng.random() < pii_rate:
+        _kind, value = fake_pii(rng)
+        lines = body.split("\n")
+        at = int(rng.integers(len(lines)))
+        lines[at] = f"{lines[at]} Write to {value} for more."
+        body = "\n".join(lines)
+        truth["pii"].append(doc_id)
+        truth["pii_values"][doc_id] = value
+    if rng.random() < boilerplate_rate:
+        body = f"{HEADER}\n{body}\n{FOOTER}"
+        truth["boilerplate"].append(doc_id)
+    truth["base"].append(doc_id)
+    return {"id": doc_id, "text": body}
+
+
+def _extra_document(doc_id, what, originals, rng, truth):
+    """A noise document, or an exact or near copy of one of the originals."""
+    if what == "noise":
+        kind = NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))]
+        truth["noise"].append(doc_id)
+        truth["noise_kind"][doc_id] = kind
+        return {"id": doc_id, "text": noise_document(kind, rng)}
+    orig = originals[int(rng.integers(len(originals)))]
+    if what == "exact":
+        # whitespace differences vanish in normalisation: still an exact duplicate
+        text = orig["text"].replace("\n", "  \r\n") if rng.random() < 0.5 else orig["text"]
+        truth["exact_dup"].append(doc_id)
     else:
-        raise ValueError(f"source must be 'chunks' or 'markov', got {source!r}")
-
-    truth = {k: [] for k in ("base", "exact_dup", "near_dup", "pii", "noise", "boilerplate")}
-    truth["near_of"], truth["noise_kind"], truth["pii_values"] = {}, {}, {}
-    docs, originals = [], []
-    n_exact, n_near = int(n_docs * exact_rate), int(n_docs * near_rate)
-    n_noise = int(n_docs * noise_rate)
-    n_base = n_docs - n_exact - n_near - n_noise
-    if base is not None and n_base > len(base):
-        raise ValueError(f"source='chunks' has only {len(base)} base documents; "
-                         f"use source='markov' for {n_docs}")
-    for k in range(n_base):
-        doc_id = f"doc-{len(docs):06d}"
-        body = base[k] if base is not None else model.generate(doc_words, rng)
-        if rng.random() < pii_rate:
-            kind, value = fake_pii(rng)
-            lines = body.split("\n")
-            at = int(rng.integers(len(lines)))
-            lines[at] = f"{lines[at]} Write to {value} for more."
-            body = "\n".join(lines)
-            truth["pii"].append(doc_id)
-            truth["pii_values"][doc_id] = value
-        if rng.random() < boilerplate_rate:
-            body = f"{HEADER}\n{body}\n{FOOTER}"
-            truth["boilerplate"].append(doc_id)
-        docs.append({"id": doc_id, "text": body})
-        truth["base"].append(doc_id)
-        originals.append(len(docs) - 1)
-
-    # Copies and noise are spread over the corpus after their originals.
-    extra = ["exact"] * n_exact + ["near"] * n_near + ["noise"] * n_noise
-    for what in (extra[i] for i in rng.permutation(len(extra))):
-        doc_id = f"doc-{len(docs):06d}"
-        if what == "noise":
-            kind = NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))]
-            docs.append({"id": doc_id, "text": noise_document(kind, rng)})
-            truth["noise"].append(doc_id)
-            truth["noise_kind"][doc_id] = kind
-            continue
-        orig = docs[originals[int(rng.integers(len(originals)))]]
-        if what == "exact":
-            # whitespace differences vanish in normalisation: still an exact duplicate
-            text = orig["text"].replace("\n", "  \r\n") if rng.random() < 0.5 else orig["text"]
-            truth["exact_dup"].append(doc_id)
-        else:
-            text = near_copy(orig["text"], rng, edit_rate=float(rng.uniform(0.003, 0.01)))
-            truth["near_dup"].append(doc_id)
-            truth["near_of"][doc_id] = orig["id"]
-        docs.append({"id": doc_id, "text": text})
-    return docs, truth
+        text = near_copy(orig["text"], rng, edit_rate=float(rng.uniform(0.003, 0.01)))
+        truth["near_dup"].append(doc_id)
+        truth["near_of"][doc_id] = orig["id"]
+    return {"id": doc_id, "text": text}
