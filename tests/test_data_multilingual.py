@@ -257,3 +257,19 @@ def test_chinese_article_trains_with_no_flags_and_generates(tmp_path):
     text = streamed.decode("utf-8")  # the output is valid UTF-8: never a cut character
     assert text.startswith("语言")
     assert sum("\u4e00" <= c <= "\u9fff" for c in text) >= 10  # it writes Chinese
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--languages", "en"], "no documents left after cleaning"),
+    (["--clean", "min_wrds=5"], "did you mean 'min_words'?"),
+    (["--clean", "languages"], "expected key=value"),
+    (["--clean-config", "/nonexistent.toml"], "/nonexistent.toml"),
+])
+def test_train_data_cleaning_options_errors(tmp_path, flags, message):
+    res = subprocess.run([sys.executable, "-m", "tinyroots.train", "--data", ARTICLE,
+                          "--out-dir", str(tmp_path / "run"), "--max-steps", "1", *flags],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and message in res.stderr, res.stderr[-1500:]
+    assert "Traceback" not in res.stderr
+    if flags[0] == "--languages":
+        assert "language 1" in res.stderr  # the article is Chinese: what removed it is named
