@@ -12,10 +12,10 @@ The corpus is read twice, streaming, so it never has to fit in memory:
                     -> clean.jsonl, counts per step and per language     (main, in order)
 
 Each step of a document is a pure function below (scan_document, remove_lines,
-identify_language, clean_document); the passes only move documents between processes and keep
-counts. Because
-every decision that needs earlier documents is made in the main process in corpus order, the
-output is the same for any number of workers.
+identify_language, language_reason, clean_document); the passes (scan_pass, clean_pass) only
+move documents between processes and keep counts. Because every decision that needs earlier
+documents is made in the main process in corpus order, the output is the same for any number of
+workers.
 """
 
 import json

@@ -159,7 +159,7 @@ def tokenize_documents(texts, tokenizer, out_dir, val_fraction=VAL_FRACTION,
     n_train, n_val = writers[False].n_tokens, writers[True].n_tokens
     if n_train + n_val == 0:
         raise ValueError("no documents to tokenize")
-    missing = round(val_fraction * (n_train + n_val)) - n_val
+    missing = max(1, round(val_fraction * (n_train + n_val))) - n_val  # never an empty val
     if val_fraction > 0 and missing > 0 and n_train > 1:
         moved, path = _carve_val(train, out_dir, missing, len(val), V)
         n_train, n_val = n_train - moved, n_val + moved
