@@ -133,12 +133,13 @@ def scan_document(text, cfg, hasher=None):
 
 def identify_language(text, cfg):
     """(language, confidence) of a document: lid.176's answer, or with language_id off the first
-    of cfg.languages at confidence 1 ('default' for 'any': the language-agnostic filters)."""
+    of cfg.languages at confidence 1 ('und', undetermined, for 'any': the language-agnostic
+    filters)."""
     if cfg.language_id:
         from .langid import identify
         return identify(text)
     first = cfg.languages[0]
-    return ("default" if first == "any" else first), 1.0
+    return ("und" if first == "any" else first), 1.0
 
 
 def language_reason(lang, score, cfg):
