@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["collect", "normalize", "filters", "pii", "hashing", "dedup", "cleaning", "config",
-           "shards", "loader", "pipeline", "parallel", "wordlists"]
+           "shards", "loader", "pipeline", "parallel", "wordlists", "langid", "languages"]
 
 
 @pytest.mark.parametrize("name", MODULES)
