@@ -114,7 +114,7 @@ def test_mixed_corpus_keeps_every_language_and_counts_them(planted, tmp_path):
     assert not any(r == "language" for r in found.values())  # nothing is the wrong language
     # Italian has no row in the table: kept with the language-agnostic filters, and said so
     assert langs["it"] == {"docs": 1, "docs_out": 1, "bytes_out": len(ITALIAN.encode()),
-                           "params": "default"}
+                           "dropped_by_language": 0, "params": "default"}
     assert report["fallback_languages"] == ["it"]
     table = format_report(report)
     assert "zh" in table and "default (no row in languages.py" in table

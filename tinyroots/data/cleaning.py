@@ -303,6 +303,8 @@ def _language_rows(report, top=20):
     for code, c in langs[:top]:
         note = c["params"] if c["params"] != "default" else \
             "default (no row in languages.py: language-agnostic filters)"
+        if c["dropped_by_language"] == c["docs"]:
+            note = "- (not kept: another language, or under the confidence asked)"
         lines.append(f"{code:<12}{c['docs']:>10}{c['docs_out']:>10}{c['bytes_out']:>14}  {note}")
     if len(langs) > top:
         rest = langs[top:]
@@ -419,9 +421,12 @@ def scan_pass(read, cfg, report, out_dir, workers):
 
 def _count_language(report, res):
     c = report["languages"].setdefault(res["lang"], {"docs": 0, "docs_out": 0, "bytes_out": 0,
+                                                     "dropped_by_language": 0,
                                                      "params": res["params"]})
     c["docs"] += 1
-    if res["reason"] is None:
+    if res["reason"] in ("language", "uncertain_language"):
+        c["dropped_by_language"] += 1
+    elif res["reason"] is None:
         c["docs_out"] += 1
         c["bytes_out"] += res["out_bytes"]
 
@@ -540,8 +545,10 @@ def clean(inputs, out_dir, config=None, workers=1, keep_rejected=0, log=None):
 
 
 def _finish_report(report, out_dir, start):
-    report["fallback_languages"] = sorted(code for code, c in report["languages"].items()
-                                          if c["params"] == "default")
+    # the languages whose documents went through the language-agnostic filters
+    report["fallback_languages"] = sorted(
+        code for code, c in report["languages"].items()
+        if c["params"] == "default" and c["docs"] > c["dropped_by_language"])
     report["seconds"] = round(time.perf_counter() - start, 3)
     report["mb_per_s"] = round(report["bytes_in"] / 1e6 / max(report["seconds"], 1e-9), 3)
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
