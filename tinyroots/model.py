@@ -227,6 +227,85 @@ class KVCache:
         y = K.attention_decode(q, self.k[layer], self.v[layer], self.length)  # (B, NH, T, HS)
         return np.ascontiguousarray(y.transpose(0, 2, 1, 3)).reshape(B, T, C)
 
+    def positions(self, T):
+        """The positions of the next T tokens: (T,), the same for every row."""
+        return np.arange(self.length, self.length + T)
+
+    def advance(self, T):
+        """Called once the forward pass has written T new positions in every layer."""
+        self.length += T
+
+
+class RowCaches:
+    """A batch whose rows each keep their own KVCache (B = 1 each): own length, own positions.
+
+    This is how rows of different lengths decode together -- a left-padded batch in
+    generate(attention_mask=...), or the requests of a serving loop, which join and leave
+    between steps. The matrix products (c_attn, c_proj, the MLP, the head) run over the whole
+    batch at once; only attention, which reads each row's own past, runs row by row, each row
+    exactly as it would alone:
+
+        caches = [KVCache(cfg, 1, 64) for _ in prompts]      # each filled by its own prompt
+        logits = model(next_ids, kv_cache=RowCaches(caches))  # next_ids (B, 1)
+    """
+
+    def __init__(self, caches):
+        self.caches = list(caches)
+
+    @property
+    def length(self):
+        """The longest row's length (what the context check needs)."""
+        return max(c.length for c in self.caches)
+
+    def attend(self, layer, qkv, n_head):
+        """qkv (B, T, 3C) -> (B, T, C); row i attends over caches[i] only.
+
+        What KVCache.attend does for one row, done for each row with the heads split once.
+        """
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        heads = qkv.reshape(B, T, 3, n_head, C // n_head).transpose(2, 0, 3, 1, 4)
+        q = np.ascontiguousarray(heads[0])                                 # (B, NH, T, HS)
+        y = np.empty_like(q)
+        for i, c in enumerate(self.caches):
+            if c.length + T > c.max_len:
+                raise ValueError(f"KVCache: {c.length} cached + {T} new positions exceed its "
+                                 f"size {c.max_len}")
+            c.k[layer][:, :, c.length:c.length + T] = heads[1, i]
+            c.v[layer][:, :, c.length:c.length + T] = heads[2, i]
+            y[i:i + 1] = K.attention_decode(q[i:i + 1], c.k[layer], c.v[layer], c.length)
+        return np.ascontiguousarray(y.transpose(0, 2, 1, 3)).reshape(B, T, C)
+
+    def positions(self, T):
+        """(B, T): each row counts from its own length."""
+        return np.stack([c.positions(T) for c in self.caches])
+
+    def advance(self, T):
+        for c in self.caches:
+            c.advance(T)
+
+
+# subtle: the GEMM kernels pick their summation order from the number of rows (csrc/gemm.cpp:
+# the few-rows paths, their K-groups and the head's dot products). Up to 8 rows every row is
+# summed exactly as it is alone, so a batch decoded 8 rows per pass gives each row the very
+# logits -- and greedy tokens -- it would get alone (tests/test_generate.py checks it).
+ROWS_PER_PASS = 8
+
+
+def decode_rows(model, next_ids, caches):
+    """One decoding step of rows that each keep their own KVCache.
+
+    next_ids (B,) int: each row's newest token; caches: B KVCaches (B = 1 each), which gain one
+    position. -> logits (B, V) for each row's next token. The rows go through the model
+    ROWS_PER_PASS at a time (see above), so a row's result does not depend on its neighbours.
+    """
+    out = []
+    for i in range(0, len(caches), ROWS_PER_PASS):
+        rows = RowCaches(caches[i:i + ROWS_PER_PASS])
+        ids = np.asarray(next_ids[i:i + ROWS_PER_PASS], dtype=np.int64)[:, None]   # (b, 1)
+        out.append(model.forward(ids, kv_cache=rows, last_only=True).logits.data[:, -1, :])
+    return np.concatenate(out, axis=0)                                             # (B, V)
+
 
 # ---------------------------------------------------------------------------------------------
 # the blocks
@@ -395,9 +474,10 @@ class GPT(Module):
         """
         tr = self.transformer
         B, T = ids.shape
-        start = kv_cache.length if kv_cache is not None else 0
+        # each row's positions go on from what its cache holds (RowCaches: (B, T), row by row)
+        positions = kv_cache.positions(T) if kv_cache is not None else np.arange(T)
         tok = tr.wte(ids) if inputs_embeds is None else inputs_embeds     # (B, T, C)
-        pos = tr.wpe(np.arange(start, start + T))                          # (T, C)
+        pos = tr.wpe(positions)                                            # (T, C) or (B, T, C)
         x = tr.drop(tok + pos)
         for i, block in enumerate(tr.h):
             if record is not None:
@@ -407,7 +487,7 @@ class GPT(Module):
         if record is not None and "hidden_states" in record:
             record["hidden_states"].append(x.data.copy())
         if kv_cache is not None:
-            kv_cache.length += T
+            kv_cache.advance(T)
         return x
 
     def check_ids(self, ids, name="input_ids"):
@@ -470,74 +550,136 @@ class GPT(Module):
 
     def generate(self, input_ids, max_new_tokens=None, max_length=None, do_sample=False,
                  temperature=1.0, top_k=None, top_p=None, seed=None, eos_token_id="config",
-                 pad_token_id=None, use_cache=True, streamer=None, **unused):
+                 pad_token_id=None, attention_mask=None, use_cache=True, streamer=None,
+                 output_scores=False, return_dict_in_generate=False, num_beams=1,
+                 **unsupported):
         """Continue each row of input_ids; returns int64 ids (B, T + new).
 
         Greedy by default (argmax), as Hugging Face's generate(). do_sample=True samples from
         softmax(logits / temperature) restricted to the top_k most likely tokens and to the
         smallest set whose probability reaches top_p. temperature=0 also means greedy.
         With no length given, 20 new tokens. Generation stops early when every row has produced
-        eos_token_id (default: the config's). ``seed`` makes sampling reproducible on its own;
-        otherwise the global generator (tinyroots.manual_seed) is used. ``streamer`` receives
-        each new column of tokens: an object with put(ids)/end(), or a callable.
+        eos_token_id (default: the config's; an id or a list of ids); a finished row is filled
+        with pad_token_id (default: the eos id). ``seed`` makes sampling reproducible on its
+        own; otherwise the global generator (tinyroots.manual_seed) is used. ``streamer``
+        receives each new column of tokens: an object with put(ids)/end(), or a callable.
+
+        attention_mask (B, T) of 1 (a token) and 0 (padding), as Hugging Face's: rows of
+        different lengths are padded on the left, and each row's positions count from its first
+        real token, so every row continues exactly as it would alone. Each row keeps its own
+        KV cache (RowCaches); the prompt plus the new tokens must fit the context.
         With use_cache=True the keys and values of past positions are cached (KVCache), so each
         new token costs one position's work; the tokens are the same as without the cache.
+
+        output_scores=True, return_dict_in_generate=True -> GenerateOutput with .sequences and
+        .scores: one (B, V) float32 array per new token, the logits after temperature, top-k
+        and top-p (filtered tokens -inf), as Hugging Face's output_scores.
         """
-        unsupported = {k: v for k, v in unused.items()
-                       if k not in ("attention_mask", "num_beams", "output_scores")
-                       or (k == "num_beams" and v != 1)}
         if unsupported:
-            raise TypeError(f"generate: unsupported argument(s) {', '.join(unsupported)}")
+            raise TypeError(f"generate: unsupported argument(s) {', '.join(sorted(unsupported))}"
+                            " (tinyroots' generate does greedy decoding and sampling)")
+        if num_beams != 1:
+            raise TypeError(f"generate: unsupported argument num_beams={num_beams!r} (no beam "
+                            "search; num_beams must be 1)")
+        if np.shape(input_ids)[:1] == (0,):
+            raise ValueError(f"generate: input_ids is an empty batch (shape "
+                             f"{np.shape(input_ids)}); give at least one row of token ids")
         ids = self._check_ids(input_ids, "input_ids").copy()
         B, T0 = ids.shape
-        if max_new_tokens is None:
-            max_new_tokens = max(max_length - T0, 0) if max_length is not None else 20
-        if max_new_tokens < 0:
-            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
-        if temperature is not None and temperature < 0:
-            raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"generate: top_k must be >= 1, got {top_k}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise ValueError(f"generate: top_p must be in (0, 1], got {top_p}")
-        if eos_token_id == "config":
-            eos_token_id = self.config.eos_token_id
-        pad = pad_token_id if pad_token_id is not None else eos_token_id
-        greedy = not do_sample or not temperature
+        max_new_tokens = _check_length(max_new_tokens, max_length, T0)
+        temperature = 1.0 if temperature is None else temperature      # Hugging Face's default
+        greedy = _check_sampling(do_sample, temperature, top_k, top_p)
+        eos = _check_eos(self.config.eos_token_id if _is_config(eos_token_id) else eos_token_id)
+        pad = _check_token_id(pad_token_id, "pad_token_id")
+        pad = pad if pad is not None else (eos[0] if eos else None)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            raise ValueError(f"generate: seed must be an integer >= 0 or None, got {seed!r}")
+        starts = _left_padding(attention_mask, ids.shape)
         rng = np.random.default_rng(seed) if seed is not None else generator()
-        block = self.config.block_size
 
         was_training = self.training
         self.eval()
-        out = [ids]
+        new_columns, scores = [], []
         done = np.zeros(B, dtype=bool)
         try:
             with no_grad():
-                cache, context = None, ids
-                if use_cache and T0 <= block:
-                    cache = KVCache(self.config, B, block)
-                for _ in range(max_new_tokens):
-                    if cache is not None and cache.length + context.shape[1] > block:
-                        cache = None          # context is full: recompute over a sliding window
-                    if cache is None:
-                        context = np.concatenate(out, axis=1)[:, -block:]
-                    logits = self.forward(context, kv_cache=cache, last_only=True).logits
-                    next_ids = sample_next(logits.data[:, -1, :], greedy, temperature, top_k,
-                                           top_p, rng)
-                    if eos_token_id is not None:
+                if starts is None:
+                    step = self._uniform_stepper(ids, use_cache)
+                else:
+                    step = self._padded_stepper(ids, starts, max_new_tokens, use_cache)
+                logits = step(None) if max_new_tokens else None                # (B, V)
+                for i in range(max_new_tokens):
+                    z = logits if greedy else warp_logits(logits, temperature, top_k, top_p)
+                    if output_scores:
+                        scores.append(z.astype(np.float32))
+                    next_ids = sample_next(z, greedy, 1.0, rng=rng)         # z is already warped
+                    if eos:
                         next_ids = np.where(done, pad, next_ids)
-                        done |= next_ids == eos_token_id
-                    out.append(next_ids[:, None])
-                    context = next_ids[:, None]
+                        done |= np.isin(next_ids, eos)
+                    new_columns.append(next_ids[:, None])
                     if streamer is not None:
                         (streamer.put if hasattr(streamer, "put") else streamer)(next_ids)
-                    if eos_token_id is not None and done.all():
+                    if (eos and done.all()) or i + 1 == max_new_tokens:
                         break
+                    logits = step(next_ids)
         finally:
             self.train(was_training)
             if streamer is not None and hasattr(streamer, "end"):
                 streamer.end()
-        return np.concatenate(out, axis=1)
+        sequences = np.concatenate([ids] + new_columns, axis=1)
+        if return_dict_in_generate:
+            return GenerateOutput(sequences, tuple(scores) if output_scores else None)
+        return sequences
+
+    def _uniform_stepper(self, ids, use_cache):
+        """step(None) runs the prompt, step(next_ids (B,)) one more token -> logits (B, V).
+
+        All rows share one length: one KVCache for the batch. When the context is full the
+        cache is dropped and each step recomputes the last block_size tokens (a sliding window).
+        """
+        block = self.config.block_size
+        columns = [ids]
+        state = {"cache": KVCache(self.config, ids.shape[0], block)
+                 if use_cache and ids.shape[1] <= block else None, "context": ids}
+
+        def step(next_ids):
+            if next_ids is not None:
+                columns.append(next_ids[:, None])
+                state["context"] = next_ids[:, None]
+            cache = state["cache"]
+            if cache is not None and cache.length + state["context"].shape[1] > block:
+                cache = state["cache"] = None   # context is full: recompute over a window
+            if cache is None:
+                state["context"] = np.concatenate(columns, axis=1)[:, -block:]
+            out = self.forward(state["context"], kv_cache=cache, last_only=True)
+            return out.logits.data[:, -1, :]
+        return step
+
+    def _padded_stepper(self, ids, starts, max_new_tokens, use_cache):
+        """Like _uniform_stepper for a left-padded batch: row i's real tokens are
+        ids[i, starts[i]:]; each row runs its prompt alone into its own KVCache (its positions
+        start at 0 there, whatever the padding), then the rows decode together (RowCaches)."""
+        block = self.config.block_size
+        rows = [ids[i:i + 1, s:] for i, s in enumerate(starts)]
+        longest = max(r.shape[1] for r in rows)
+        if longest + max_new_tokens - 1 > block:
+            raise ValueError(f"generate: with attention_mask, the longest prompt ({longest} "
+                             f"tokens) plus max_new_tokens={max_new_tokens} must fit the "
+                             f"model's context (block_size={block})")
+        caches = [KVCache(self.config, 1, r.shape[1] + max_new_tokens) for r in rows]
+
+        def step(next_ids):
+            if next_ids is not None:
+                for i, r in enumerate(rows):
+                    rows[i] = np.concatenate([r, next_ids[i:i + 1, None]], axis=1)
+            if next_ids is None or not use_cache:   # each row alone, from its cache's start
+                fresh = [KVCache(self.config, 1, c.max_len) for c in caches] if not use_cache \
+                    else caches
+                return np.concatenate([self.forward(r, kv_cache=c, last_only=True).logits.data
+                                       [:, -1, :] for r, c in zip(rows, fresh)], axis=0)
+            return decode_rows(self, next_ids, caches)
+        return step
 
     # -- utilities ------------------------------------------------------------------------------
 
@@ -760,28 +902,12 @@ def _softmax64(z):
 def sample_next(logits, greedy, temperature=1.0, top_k=None, top_p=None, rng=None):
     """Pick one token per row from logits (B, V).
 
-    greedy: argmax. Otherwise: divide by temperature, keep the top_k largest, keep the smallest
-    set of tokens whose probabilities add up to top_p (always at least one), renormalise, draw.
+    greedy: argmax. Otherwise draw from softmax(warp_logits(logits, temperature, top_k, top_p)).
     """
     if greedy:
         return logits.argmax(axis=-1).astype(np.int64)
-    z = logits.astype(np.float64) / float(temperature)
-    V = z.shape[-1]
-    if top_k is not None and top_k < V:
-        kth = np.partition(z, V - top_k, axis=-1)[:, V - top_k][:, None]
-        z = np.where(z < kth, -np.inf, z)
-    p = np.exp(z - z.max(axis=-1, keepdims=True))
-    p /= p.sum(axis=-1, keepdims=True)
-    if top_p is not None and top_p < 1.0:
-        order = np.argsort(-p, axis=-1, kind="stable")
-        sorted_p = np.take_along_axis(p, order, axis=-1)
-        before = np.cumsum(sorted_p, axis=-1) - sorted_p      # mass of strictly likelier tokens
-        drop_sorted = before >= top_p                          # the first token is never dropped
-        drop = np.zeros_like(drop_sorted)
-        np.put_along_axis(drop, order, drop_sorted, axis=-1)
-        p = np.where(drop, 0.0, p)
-        p /= p.sum(axis=-1, keepdims=True)
+    p = _softmax64(warp_logits(logits, temperature, top_k, top_p))
     rng = rng if rng is not None else generator()
     u = rng.random((p.shape[0], 1))
     choice = (np.cumsum(p, axis=-1) < u).sum(axis=-1)
-    return np.minimum(choice, V - 1).astype(np.int64)
+    return np.minimum(choice, p.shape[-1] - 1).astype(np.int64)
