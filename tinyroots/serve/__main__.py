@@ -89,7 +89,10 @@ def main(argv=None):
     shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
     print(f"[{path}: {model.num_parameters() / 1e6:.2f}M parameters] serving '{name}' at "
           f"http://{shown}:{cfg.port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
-    server.run()
+    try:
+        server.run()
+    except SystemExit:              # uvicorn exits when it cannot bind (it logged why)
+        server.started = False
     if not server.started:
         print(f"{prog}: error: could not listen on {cfg.host}:{cfg.port}", file=sys.stderr)
         return 1

@@ -94,10 +94,10 @@ class Choice:
 class Server:
     """Holds the model, tokenizer, engine and limits; its methods are the routes."""
 
-    def __init__(self, model, tokenizer, config):
+    def __init__(self, model, tokenizer, config, engine=None):
         self.model, self.tokenizer, self.cfg = model, tokenizer, config
         self.block = model.config.block_size
-        self.engine = Engine(model, config.max_running, config.max_waiting)
+        self.engine = engine or Engine(model, config.max_running, config.max_waiting)
         specials = getattr(tokenizer, "special_tokens", {}) or {}
         self.special_ids = set(specials.values())
         self.eot = getattr(tokenizer, "eot_token_id", None)
@@ -456,9 +456,14 @@ def sse(obj):
 # ---------------------------------------------------------------------------------------------
 
 
-def create_app(model, tokenizer, config=None):
-    """The Starlette application serving ``model``; its engine runs while the app does."""
-    server = Server(model, tokenizer, config or ServeConfig())
+def create_app(model, tokenizer, config=None, engine=None):
+    """The Starlette application serving ``model``; its engine runs while the app does.
+
+    ``engine``: another decoding loop with Engine's methods (submit, cancel, stats, start,
+    stop) driving the same Sequences -- bench/bench_serve.py puts transformers' generate
+    behind this same HTTP layer that way.
+    """
+    server = Server(model, tokenizer, config or ServeConfig(), engine)
 
     @asynccontextmanager
     async def lifespan(app):
