@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from . import kernels as K
+from . import kernels
 from . import ops
 from .tensor import Tensor
 
@@ -118,8 +118,8 @@ class SGD(Optimizer):
                     buf = st.get("momentum_buffer")
                     if buf is None:
                         buf = st["momentum_buffer"] = np.zeros_like(p.data)
-                K.sgd_update(p.data, p.grad, buf, g["lr"], g["momentum"], g["weight_decay"],
-                             bool(g["nesterov"]))
+                kernels.sgd_update(p.data, p.grad, buf, g["lr"], g["momentum"],
+                                   g["weight_decay"], bool(g["nesterov"]))
 
 
 class AdamW(Optimizer):
@@ -156,9 +156,9 @@ class AdamW(Optimizer):
                                               "exp_avg_sq": np.zeros_like(p.data)}
                 st["step"] += 1
                 grad = p.grad if p.grad.dtype == p.data.dtype else p.grad.astype(p.data.dtype)
-                K.adamw_update(p.data, np.ascontiguousarray(grad), st["exp_avg"],
-                               st["exp_avg_sq"], g["lr"], beta1, beta2, g["eps"],
-                               g["weight_decay"], st["step"])
+                kernels.adamw_update(p.data, np.ascontiguousarray(grad), st["exp_avg"],
+                                     st["exp_avg_sq"], g["lr"], beta1, beta2, g["eps"],
+                                     g["weight_decay"], st["step"])
 
 
 # ---------------------------------------------------------------------------------------------
