@@ -125,6 +125,14 @@ def native_extension():
         optional=True,
     )
     ext.tinyroots_openmp = True
+    sanitize = os.environ.get("TINYROOTS_SANITIZE", "").strip()
+    if sanitize:
+        # a checking build for CI (.ci/sanitize): e.g. TINYROOTS_SANITIZE=address,undefined.
+        # -O1 keeps the stack traces readable; the flags come after -O3 and so win
+        flags = [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-fno-sanitize-recover=all",
+                 "-O1", "-g"]
+        ext.extra_compile_args += flags
+        ext.extra_link_args = list(ext.extra_link_args) + [f"-fsanitize={sanitize}"]
     return [ext]
 
 
