@@ -245,8 +245,15 @@ def test_generate_cli_every_option(trained, tmp_path):
                  ["--which", "last"], ["--stream", "false"]):
         r = run_cli(base + ["--prompt", "KING", "--seed", "2"] + opts)
         assert r.returncode == 0 and r.stdout.startswith("KING"), (opts, r.stderr)
-    r = run_cli(base + ["--prompt", "A", "--num-samples", "3", "--seed", "3"])
-    assert r.stdout.count("--- sample") == 3
+    for stream in ("true", "false"):
+        # each sample whole and numbered: "--- sample i ---", then the prompt and its
+        # continuation (the prompt used to be printed once, before "--- sample 1 ---")
+        r = run_cli(base + ["--prompt", "ROMEO:", "--num-samples", "3", "--seed", "3",
+                            "--stream", stream])
+        samples = r.stdout.split("--- sample ")[1:]
+        assert r.stdout.startswith("--- sample 1 ---\n") and len(samples) == 3, r.stdout
+        for i, sample in enumerate(samples, 1):
+            assert sample.startswith(f"{i} ---\nROMEO:"), (stream, sample)
     draft = tmp_path / "draft.txt"
     draft.write_text("First Citizen:\n")
     r = run_cli(base + ["--prompt-file", str(draft)])

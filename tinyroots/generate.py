@@ -88,8 +88,12 @@ def format_prompt(cfg, tokenizer, text):
     return ids
 
 
-def generate_text(model, tokenizer, cfg, prompt_ids, out=sys.stdout):
-    """Yield each sample's generated text (streaming it to ``out`` when cfg.stream)."""
+def generate_text(model, tokenizer, cfg, prompt_ids, out=sys.stdout, prefix=""):
+    """Yield each sample's generated text (streaming it to ``out`` when cfg.stream).
+
+    With several samples each starts with a ``--- sample i ---`` line; ``prefix`` (the prompt,
+    when continuing a draft) is written before each streamed sample, so every one reads whole.
+    """
     block = model.config.block_size
     if len(prompt_ids) > block:
         print(f"note: the prompt has {len(prompt_ids)} tokens; only the last {block} fit the "
@@ -99,8 +103,8 @@ def generate_text(model, tokenizer, cfg, prompt_ids, out=sys.stdout):
         seed = None if cfg.seed is None else cfg.seed + i
         streamer = TextStreamer(tokenizer, out, skip_ids=() if eos is None else (eos,)) \
             if cfg.stream else None
-        if cfg.num_samples > 1 and cfg.stream:
-            out.write(f"--- sample {i + 1} ---\n")
+        if cfg.stream:
+            out.write((f"--- sample {i + 1} ---\n" if cfg.num_samples > 1 else "") + prefix)
         ids = model.generate(np.asarray([prompt_ids], dtype=np.int64),
                              max_new_tokens=cfg.max_new_tokens,
                              do_sample=cfg.temperature > 0, temperature=cfg.temperature,
@@ -126,11 +130,11 @@ def main(argv=None):
         return 2
     print(f"[{path}: {model.num_parameters() / 1e6:.2f}M parameters, "
           f"{len(prompt_ids)} prompt tokens]", file=sys.stderr)
-    if cfg.stream and cfg.task == "complete":
-        sys.stdout.write(text)
-    for sample in generate_text(model, tokenizer, cfg, prompt_ids):
+    prefix = text if cfg.task == "complete" else ""
+    for i, sample in enumerate(generate_text(model, tokenizer, cfg, prompt_ids, prefix=prefix)):
         if not cfg.stream:
-            print(text + sample if cfg.task == "complete" else sample)
+            header = f"--- sample {i + 1} ---\n" if cfg.num_samples > 1 else ""
+            print(header + prefix + sample)
     return 0
 
 
