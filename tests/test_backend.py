@@ -48,6 +48,15 @@ def test_info_command_reports_backend_isa_threads():
     assert "threads:     1" in r.stdout
 
 
+def test_info_command_help_and_numpy_backend():
+    r = subprocess.run([sys.executable, "-m", "tinyroots.info", "--help"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("usage: python -m tinyroots.info")
+    # asking for NumPy is not a failed build: it said "not built: None"
+    r = run_py("from tinyroots.info import main; main([])", TINYROOTS_BACKEND="numpy")
+    assert "extension:   not loaded (TINYROOTS_BACKEND=numpy" in r.stdout, r.stdout
+
+
 def test_set_num_threads():
     before = tr.get_num_threads()
     try:

@@ -1,5 +1,6 @@
 """`python -m tinyroots.info`: which backend, instruction set and thread count are in use."""
 
+import argparse
 import platform
 import sys
 
@@ -14,7 +15,7 @@ def describe():
         f"tinyroots {__version__} (Python {platform.python_version()}, NumPy {np.__version__}, "
         f"{platform.machine()})",
         f"backend:     {info['backend']} (TINYROOTS_BACKEND={info['requested']})",
-        f"extension:   {info['extension'] or 'not built: ' + str(info['extension_error'])}",
+        f"extension:   {_extension(info)}",
         f"instruction set: {info['simd_isa']}",
         f"bf16 GEMM:   {info['bf16_isa']} (TINYROOTS_ISA=avx512bf16 or portable caps it)",
         f"OpenMP:      {'yes' if info['openmp'] else 'no'}",
@@ -32,6 +33,14 @@ def describe():
     return "\n".join(lines)
 
 
+def _extension(info):
+    if info["extension"]:
+        return info["extension"]
+    if info["requested"] == "numpy":
+        return "not loaded (TINYROOTS_BACKEND=numpy asks for the NumPy reference)"
+    return f"not built ({info['extension_error']})"
+
+
 def _processes():
     """Rank, world size and MPI library (mpiexec -n N python -m tinyroots.info shows each)."""
     try:
@@ -44,7 +53,8 @@ def _processes():
             f"MPI:         {distributed.library_version()}"]
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(prog="python -m tinyroots.info", description=__doc__).parse_args(argv)
     print(describe())
     return 0
 
