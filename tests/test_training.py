@@ -195,6 +195,20 @@ def test_stopping_rules(settings, values, reason, step):
     assert state.step == step
 
 
+def test_a_resumed_loop_does_not_evaluate_its_first_step_again():
+    model = tiny_model()
+    opt = optim.AdamW(model.parameters(), lr=1e-3)
+    job = CountingJob(model, [2.0, 1.0])
+    s = LoopSettings(max_steps=10, eval_interval=5, progress=False)
+    for start in (0, 5):       # a run stopped right after its evaluation at 0 or at 5
+        job.values, job.best, job.checkpoints = [2.0, 1.0], [], []
+        state = LoopState(step=start, best_step=start, best_value=3.0)
+        state = Trainer(job, model.parameters(), opt, optim.WarmupCosine(opt, 1e-3, 0, 10), s,
+                        log=lambda m: None, state=state).run()
+        assert state.step == 10 and job.checkpoints == ([5, 10] if start == 0 else [10])
+        assert job.best == ([5, 10] if start == 0 else [10])
+
+
 def test_a_non_finite_loss_stops_the_loop_and_skips_the_final_checkpoint():
     state, job, messages = run_loop([3.0], lr=1e9, grad_clip=0.0, max_steps=200,
                                     eval_interval=1000)

@@ -377,7 +377,11 @@ def log_to_stderr(message=""):
 
 
 class Trainer:
-    """Runs a job: evaluate when due, check the stopping rules, take an optimizer step, log."""
+    """Runs a job: evaluate when due, check the stopping rules, take an optimizer step, log.
+
+    state: a LoopState read from a checkpoint, to resume (its step was evaluated, if due,
+    before that checkpoint was written); None starts at step 0.
+    """
 
     def __init__(self, job, params, optimizer, schedule, settings, hooks=None, log=None,
                  metrics=None, penalty_params=(), state=None):
@@ -390,7 +394,7 @@ class Trainer:
         self.penalty_params = list(penalty_params)
         self.state = state or LoopState()
         self.start_step = self.state.step
-        self.resumed = state is not None and state.step > 0
+        self.resumed = state is not None         # a state is given only to resume a run
         self.saved_step = self.state.step if self.resumed else None
         self.autocast = contextlib.nullcontext    # a dtype context for forward + backward
         self.pending = {}                         # a step's record, merged into its evaluation
