@@ -327,7 +327,13 @@ def check_resume_config(cfg):
     if not os.path.isfile(path):
         return
     saved = load_saved_config(TrainConfig, path)
-    changed = [k for k in FIXED_ON_RESUME if getattr(cfg, k) != getattr(saved, k)]
+
+    def same(key):
+        a, b = getattr(cfg, key), getattr(saved, key)
+        if key in ("data", "init_from") and a and b:    # ./corpus/ is corpus
+            return os.path.abspath(a) == os.path.abspath(b)
+        return a == b
+    changed = [k for k in FIXED_ON_RESUME if not same(k)]
     if changed:
         raise ConfigError("--resume: " + ", ".join(
             f"{k}={getattr(cfg, k)!r}" for k in changed) + f" contradict the run in "
