@@ -29,7 +29,7 @@ def test_grid_search_tries_every_combination_and_saves_the_best(setup, tmp_path)
     pre, train, val, base = setup
     cfg = TuneConfig(task="classify", init=pre, train=train, val=val, out_dir=str(tmp_path),
                      base_config=str(base), learning_rate="1e-3,1e-2", lora_rank="0,2",
-                     weight_decay="0,0.1", trials=0)
+                     weight_decay="0,0.1")                 # no --trials: the whole grid
     printed = []
     results, best_cfg = tune(cfg, out=printed.append)
     assert len(results) == 8
@@ -47,8 +47,29 @@ def test_grid_search_tries_every_combination_and_saves_the_best(setup, tmp_path)
     assert saved.save and saved.out_dir == str(tmp_path / "best")
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(lines) == 8 and "time_s" in json.loads(lines[0])
-    assert (tmp_path / "trial_000" / "eval.json").is_file()
-    assert not (tmp_path / "trial_000" / "best").exists()      # trials write no checkpoint
+    # one numbering everywhere, from 1: progress lines, table, records and directories
+    assert [line.split(":")[0] for line in printed if line.startswith("trial ")] == \
+        [f"trial {i}/8" for i in range(1, 9)]
+    assert sorted(r["trial"] for r in results) == list(range(1, 9))
+    assert (tmp_path / "trial_001" / "eval.json").is_file()
+    assert not (tmp_path / "trial_000").exists()
+    assert not (tmp_path / "trial_001" / "best").exists()      # trials write no checkpoint
+
+
+def test_grid_runs_every_combination_unless_trials_says_otherwise():
+    # 12 combinations asked, "grid search, 8 trials" run: the old default of --trials cut it
+    grid = dict(learning_rate="3e-4,1e-3,3e-3", weight_decay="0,0.1", lora_rank="0,8")
+    assert len(trials_of(TuneConfig(**grid))) == 12
+    assert len(trials_of(TuneConfig(trials=5, **grid))) == 5
+    assert len(trials_of(TuneConfig(search="random", learning_rate="1e-4:1e-2"))) == 8
+    with pytest.raises(ConfigError, match="'trials' must be >= 1"):
+        TuneConfig(trials=0).validate()
+
+
+def test_trials_start_from_the_tasks_defaults():
+    from tinyroots.finetune.tune import base_finetune_config
+    base = base_finetune_config(TuneConfig(task="chat", init="x", train="t", val="v"))
+    assert base.block_size == FinetuneConfig.for_task("chat").block_size == 256
 
 
 def test_random_search_draws_from_ranges():

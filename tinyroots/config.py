@@ -177,7 +177,7 @@ def apply_overrides(cls, cfg, overrides, source):
     return cls(**values)
 
 
-def build_parser(cls, prog, description, presets=None):
+def build_parser(cls, prog, description, presets=None, defaults=None):
     helps = field_help(cls)
     # allow_abbrev=False: a prefix such as --learning-rat must be an unknown-key error, not a
     # silent guess at --learning-rate
@@ -191,7 +191,7 @@ def build_parser(cls, prog, description, presets=None):
                                 f"{k}: {v.get('_doc', '')}" for k, v in sorted(presets.items())))
     parser.add_argument("--debug", action="store_true",
                         help="on an error, show the full traceback, not just its one line")
-    defaults = cls()
+    defaults = cls() if defaults is None else defaults
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         names = [flag] if "_" not in f.name else [flag, "--" + f.name]
@@ -216,18 +216,22 @@ def _metavar(cls, name):
     return {bool: "BOOL", int: "INT", float: "FLOAT", str: "STR"}.get(tp, "VALUE")
 
 
-def parse_config(cls, argv=None, presets=None, prog=None, description=None, explicit=None):
+def parse_config(cls, argv=None, presets=None, prog=None, description=None, explicit=None,
+                 defaults=None):
     """Build a ``cls`` instance from defaults, preset, config file and command-line flags.
+
+    defaults: an instance of ``cls`` to start from instead of ``cls()`` (a fine-tuning task's
+    own defaults, say); --help shows its values.
 
     explicit: a set, if given, receives the names of the fields the preset, the config file
     or a flag set (resume uses it: only those change a saved run's configuration).
     Exits with a clear message (argparse style) on any error.
     """
-    parser = build_parser(cls, prog, description or cls.__doc__, presets)
+    parser = build_parser(cls, prog, description or cls.__doc__, presets, defaults)
     args = parser.parse_args(argv)
     explicit = set() if explicit is None else explicit
     try:
-        cfg = cls()
+        cfg = cls() if defaults is None else defaults
         preset = getattr(args, "preset", None)
         if preset:
             values = {k: v for k, v in presets[preset].items() if not k.startswith("_")}

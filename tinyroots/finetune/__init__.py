@@ -68,6 +68,17 @@ def task_argv(argv):
     return argv
 
 
+def task_of(argv):
+    """The task named on a command line made by task_argv (--task X or --task=X), or the
+    default: it picks the defaults --help shows and the job starts from."""
+    for i, arg in enumerate(argv):
+        if arg == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--task="):
+            return arg.split("=", 1)[1]
+    return FinetuneConfig.task
+
+
 def main(argv=None):
     """User errors (DataError, CheckpointError, ConfigError, a missing file...) print one line
     and exit 2 (--debug shows the traceback); a diverged run exits 1, Ctrl-C 130."""
@@ -76,7 +87,10 @@ def main(argv=None):
 
 
 def _main(argv):
-    cfg = parse_config(FinetuneConfig, argv, prog=PROG + " TASK", description=__doc__)
+    explicit = set()
+    cfg = parse_config(FinetuneConfig, argv, prog=PROG + " TASK", description=__doc__,
+                       defaults=FinetuneConfig.for_task(task_of(argv)), explicit=explicit)
+    cfg = cfg.with_lora_rate(explicit)
     result = finetune(cfg)
     if result.diverged:
         print(f"{PROG}: error: training diverged: {result.metrics['stop_reason']} (try a "

@@ -1,5 +1,6 @@
 """FinetuneConfig: everything one fine-tuning job needs (python -m tinyroots.finetune --help)."""
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Optional
 
@@ -11,6 +12,21 @@ DEFAULT_METRIC = {"classify": "accuracy", "chat": "val_loss", "translate": "val_
 TASK_METRICS = {"classify": ("accuracy", "f1", "val_loss"), "chat": ("val_loss",),
                 "translate": ("val_loss", "bleu"), "lm": ("val_loss",)}
 HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "bleu": True, "val_loss": False}
+
+# Each task's own defaults, on top of the dataclass's: the settings with which README's and
+# examples/README.md's recipes reach their stated figures from the 4-layer pre-trained model
+# (bench/bench_finetune.py measures them). A chat dialogue or a translation pair is longer than
+# a classified message, so those tasks get a 256-token context and more steps.
+TASK_DEFAULTS = {
+    "classify": {"learning_rate": 1e-3, "max_steps": 300, "eval_interval": 50},
+    "chat": {"learning_rate": 1e-3, "max_steps": 600, "eval_interval": 100, "block_size": 256,
+             "batch_size": 8},
+    "translate": {"learning_rate": 1e-3, "max_steps": 800, "eval_interval": 100},
+    "lm": {},
+}
+# LoRA's adapters start at zero and move more slowly than full weights: when --lora-rank is
+# given without --learning-rate, the task's rate is multiplied by this
+LORA_LR_FACTOR = 3.0
 
 
 @dataclass
@@ -40,7 +56,8 @@ class FinetuneConfig:
     batch_size: int = 16               # examples (lm: windows) per micro-batch
     grad_accum_steps: int = 1          # micro-batches summed into one optimizer step
     max_steps: int = 300               # optimizer steps
-    learning_rate: float = 3e-4        # peak learning rate (LoRA usually wants ~10x more)
+    learning_rate: float = 3e-4        # peak learning rate; each task has its own default,
+                                       # x3 with LoRA when not given (TASK_DEFAULTS)
     min_lr_ratio: float = 0.1          # the cosine schedule ends at learning_rate * this
     warmup_steps: int = 20             # linear warmup steps
     weight_decay: float = 0.0          # AdamW decoupled weight decay on matrices
@@ -73,6 +90,19 @@ class FinetuneConfig:
     overwrite: bool = False            # replace a saved run in out_dir (else: an error)
     progress: bool = True              # show a progress bar
     log_interval: int = 10             # write a training record every this many steps
+
+    @classmethod
+    def for_task(cls, task):
+        """The defaults of one task (TASK_DEFAULTS over the dataclass's); an unknown task keeps
+        the dataclass's, and validate() names it."""
+        return cls(task=task, **TASK_DEFAULTS.get(task, {}))
+
+    def with_lora_rate(self, explicit):
+        """With LoRA and no learning rate given (explicit: the keys the user set), the task's
+        rate times LORA_LR_FACTOR."""
+        if self.lora_rank and "learning_rate" not in explicit:
+            return dataclasses.replace(self, learning_rate=self.learning_rate * LORA_LR_FACTOR)
+        return self
 
     @property
     def metric_name(self):

@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -54,7 +55,8 @@ class TuneConfig:
     out_dir: str = "out-tune"          # results, the best config and each trial's logs
     base_config: str = ""              # FinetuneConfig TOML/JSON for everything not searched
     search: str = "grid"               # grid (every combination) or random
-    trials: int = 8                    # random: how many trials; grid: at most this many (0 all)
+    trials: Optional[int] = None       # grid: at most this many (none: every combination);
+                                       # random: how many (none: 8)
     learning_rate: str = "3e-4,1e-3"   # values (a,b,c) or, for random search, a range lo:hi
     weight_decay: str = "0"            # values or range
     dropout: str = "0"                 # values or range (uniform)
@@ -67,10 +69,9 @@ class TuneConfig:
         if self.search not in ("grid", "random"):
             raise ConfigError(f"TuneConfig: 'search' must be grid or random, got "
                               f"{self.search!r}")
-        if self.trials < 0 or self.max_steps < 0:
-            raise ConfigError("TuneConfig: 'trials' and 'max_steps' must be >= 0")
-        if self.search == "random" and self.trials < 1:
-            raise ConfigError("TuneConfig: a random search needs trials >= 1")
+        if (self.trials is not None and self.trials < 1) or self.max_steps < 0:
+            raise ConfigError("TuneConfig: 'trials' must be >= 1 (or none) and 'max_steps' "
+                              ">= 0")
         for name in SEARCHED:
             parse_space(name, getattr(self, name), self.search)
 
@@ -124,21 +125,30 @@ def trials_of(cfg):
         combos = [dict(zip(SEARCHED, vals))
                   for vals in itertools.product(*(spaces[n][1] for n in SEARCHED))]
         return combos[:cfg.trials] if cfg.trials else combos
+    n = cfg.trials or RANDOM_TRIALS
     rng = np.random.default_rng(cfg.seed)
     out, seen = [], set()
-    for _ in range(cfg.trials * 20):               # distinct draws, when the space allows
+    for _ in range(n * 20):                        # distinct draws, when the space allows
         t = {name: draw(name, spaces[name], rng) for name in SEARCHED}
         key = tuple(t.values())
         if key not in seen:
             seen.add(key)
             out.append(t)
-        if len(out) == cfg.trials:
+        if len(out) == n:
             break
     return out
 
 
+RANDOM_TRIALS = 8                  # a random search's trials when --trials is not given
+
+
+def n_combinations(cfg):
+    sizes = [len(parse_space(name, getattr(cfg, name), "grid")[1]) for name in SEARCHED]
+    return int(np.prod(sizes))
+
+
 def base_finetune_config(cfg):
-    base = FinetuneConfig()
+    base = FinetuneConfig.for_task(cfg.task)
     if cfg.base_config:
         base = apply_overrides(FinetuneConfig, base, load_config_file(cfg.base_config),
                                cfg.base_config)
@@ -161,18 +171,21 @@ def tune(cfg, out=print):
     metric = base.metric_name
     higher = HIGHER_IS_BETTER[metric]
     trials = trials_of(cfg)
+    if cfg.search == "grid" and cfg.trials and cfg.trials < n_combinations(cfg):
+        out(f"tune: --trials {cfg.trials} runs the first {cfg.trials} of the grid's "
+            f"{n_combinations(cfg)} combinations")
     out(f"tune: {cfg.search} search, {len(trials)} trials of {base.max_steps} steps, "
         f"metric {metric} ({'higher' if higher else 'lower'} is better)")
     results_path = os.path.join(cfg.out_dir, "results.jsonl")
     if os.path.exists(results_path):
         os.remove(results_path)
     results = []
-    for i, values in enumerate(trials):
+    for i, values in enumerate(trials, 1):        # trials count from 1, everywhere
         rec = run_trial(base, i, values, metric, os.path.join(cfg.out_dir, f"trial_{i:03d}"))
         results.append(rec)
         with open(results_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
-        out(f"trial {i + 1}/{len(trials)}: " + _fmt_values(values)
+        out(f"trial {i}/{len(trials)}: " + _fmt_values(values)
             + f" -> {metric} {_fmt(rec[metric])} ({rec['time_s']}s)")
     results.sort(key=lambda r: _rank_key(r[metric], higher))
     table = results_table(results, metric)
