@@ -174,6 +174,20 @@ def test_bad_inputs_raise_clear_errors():
         tr.GPTConfig(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match="n_layer must be a positive integer"):
         tr.GPTConfig(n_layer=0)
+    # layernorm's eps: <= 0 or NaN gave a NaN loss on a constant row
+    for eps in (0.0, -1e-5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="layer_norm_epsilon must be a finite number > 0"):
+            tr.GPTConfig(n_layer=1, n_head=1, n_embd=4, vocab_size=8, block_size=4,
+                         layer_norm_epsilon=eps)
+    # a shape whose weights cannot fit is refused before anything is allocated
+    # (config.json n_positions 1e9 tried to allocate 238 GiB; n_layer 1e6 built layers until
+    # memory ran out)
+    with pytest.raises(ValueError, match=r"the weights alone need [\d,.]+ GiB"):
+        tr.GPTConfig(block_size=10 ** 9)
+    with pytest.raises(ValueError, match=r"GiB \(n_layer=1000000"):
+        tr.GPTConfig(n_layer=10 ** 6)
+    cfg = tr.GPTConfig(n_layer=2, n_head=2, n_embd=8, vocab_size=11, block_size=5)
+    assert cfg.weight_bytes() == 4 * tr.GPT(cfg).num_parameters()
     with pytest.raises(ValueError, match="unknown key"):
         tr.GPTConfig.from_dict({"n_layers": 3})
 

@@ -198,4 +198,12 @@ def test_optimizer_argument_errors():
         optim.SGD([{"params": [p], "learning_rate": 0.1}])
     with pytest.raises(TypeError, match="Tensors"):
         optim.SGD([np.zeros(3)])
+    # nan passed `lr < 0` and trained on NaN weights with exit 0
+    for bad in (float("nan"), float("inf"), -1e-3, "1e-3", True):
+        with pytest.raises(ValueError, match=r"AdamW: lr must be a finite number >= 0"):
+            optim.AdamW([p], lr=bad)
+        with pytest.raises(ValueError, match=r"SGD: momentum must be a finite number >= 0"):
+            optim.SGD([p], momentum=bad)
+    with pytest.raises(ValueError, match=r"AdamW: weight_decay must be"):
+        optim.AdamW([p], weight_decay=float("nan"))
     assert math.isnan(optim.clip_grad_norm([], 1.0)) is False

@@ -13,6 +13,7 @@ so checkpoints move between the two without renaming.
 """
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
@@ -64,6 +65,35 @@ class GPTConfig:
             if value is not None and (isinstance(value, bool) or int(value) < 0):
                 raise ValueError(f"GPTConfig.{name} must be a token id >= 0 or None, "
                                  f"got {value!r}")
+        # layernorm divides by sqrt(var + eps): eps <= 0 or NaN turns a constant row into NaN
+        if not (math.isfinite(self.layer_norm_epsilon) and self.layer_norm_epsilon > 0):
+            raise ValueError(f"GPTConfig.layer_norm_epsilon must be a finite number > 0, "
+                             f"got {self.layer_norm_epsilon!r}")
+        if not (math.isfinite(self.initializer_range) and self.initializer_range >= 0):
+            raise ValueError(f"GPTConfig.initializer_range must be a finite number >= 0, "
+                             f"got {self.initializer_range!r}")
+        self._check_fits_in_memory()
+
+    def weight_bytes(self):
+        """float32 bytes of the weights: embeddings, and per block 4 C x C attention and
+        2 C x H MLP matrices with their biases and two layernorms."""
+        C, H, L = self.n_embd, self.hidden_size, self.n_layer
+        per_block = 4 * C * C + 2 * C * H + 9 * C + H
+        return 4 * ((self.vocab_size + self.block_size) * C + L * per_block + 2 * C)
+
+    def _check_fits_in_memory(self):
+        """Refuse, before anything is allocated, a shape whose weights alone exceed this
+        machine's memory (n_positions = 1e9 in a config.json asked for 238 GiB)."""
+        try:
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return
+        need = self.weight_bytes()
+        if need > total:
+            raise ValueError(
+                f"GPTConfig: the weights alone need {need / 2**30:,.1f} GiB (n_layer="
+                f"{self.n_layer}, n_embd={self.n_embd}, vocab_size={self.vocab_size}, "
+                f"block_size={self.block_size}); this machine has {total / 2**30:.1f} GiB")
 
     @property
     def head_size(self):

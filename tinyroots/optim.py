@@ -98,12 +98,19 @@ class Optimizer:
             self.state[id(p)] = st
 
 
+def _check_hyperparameters(name, **values):
+    """Each value a finite number >= 0: lr=nan passed `lr < 0` and trained on NaN weights."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                or not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name}: {key} must be a finite number >= 0, got {value!r}")
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum (and Nesterov), PyTorch's form."""
 
     def __init__(self, params, lr=1e-2, momentum=0.0, weight_decay=0.0, nesterov=False):
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError("SGD: lr, momentum and weight_decay must be >= 0")
+        _check_hyperparameters("SGD", lr=lr, momentum=momentum, weight_decay=weight_decay)
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                                       nesterov=nesterov))
 
@@ -131,8 +138,7 @@ class AdamW(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError("AdamW: lr, eps and weight_decay must be >= 0")
+        _check_hyperparameters("AdamW", lr=lr, eps=eps, weight_decay=weight_decay)
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"AdamW: betas must be in [0, 1), got {betas}")
         params = list(params)
