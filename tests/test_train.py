@@ -280,6 +280,26 @@ def test_generate_errors(tmp_path):
     assert r.returncode == 2 and "top_p" in r.stderr
 
 
+@pytest.mark.parametrize("command", ["tinyroots.generate", "tinyroots.chat"])
+@pytest.mark.parametrize("flags,words", [
+    (["--seed", "-1"], "'seed' must be in [0,"),
+    (["--temperature", "nan"], "'temperature' must be a finite number"),
+    (["--num-threads", "100000"], "'num_threads' must be in [0,"),
+])
+def test_sampling_commands_check_values_before_loading(command, flags, words):
+    # checked before the checkpoint is looked for: the message is about the value
+    r = run_cli([command, "--checkpoint", "does-not-exist"] + flags)
+    assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_prompt_file_that_is_not_utf8_is_named(trained, tmp_path):
+    bad = tmp_path / "draft.txt"
+    bad.write_bytes(b"ROMEO:\n\xff\xfe")
+    r = run_cli(["tinyroots.generate", "--checkpoint", str(trained), "--prompt-file", str(bad)])
+    assert r.returncode == 2 and f"--prompt-file {bad}: not UTF-8 text" in r.stderr
+
+
 def test_numpy_backend_trains_the_same_model(tmp_path):
     """TINYROOTS_BACKEND=numpy runs the pure reference path; it must follow the same losses."""
     losses = {}

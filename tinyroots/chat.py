@@ -26,7 +26,7 @@ import numpy as np
 
 from . import kernels
 from .checkpoint import load_model_and_tokenizer
-from .config import ConfigError, parse_config
+from .config import ConfigError, check_common, parse_config
 from .finetune.data import CHAT_TOKENS, chat_ids, require_tokens
 from .tokenizer import TextStreamer
 
@@ -48,6 +48,7 @@ class ChatConfig:
     num_threads: int = 0               # kernel threads; 0: default
 
     def validate(self):
+        check_common(self)               # seed >= 0, num_threads within the cap
         if self.which not in ("best", "last"):
             raise ConfigError(f"ChatConfig: 'which' must be best or last, got {self.which!r}")
         if self.max_new_tokens < 1:

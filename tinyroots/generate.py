@@ -19,7 +19,7 @@ import numpy as np
 
 from . import kernels
 from .checkpoint import load_model_and_tokenizer
-from .config import ConfigError, parse_config
+from .config import ConfigError, check_common, parse_config
 from .tokenizer import TextStreamer
 
 
@@ -45,6 +45,7 @@ class GenerateConfig:
     dtype: str = "fp32"                # bf16: weights kept in bf16, half the bytes per token
 
     def validate(self):
+        check_common(self)               # seed >= 0, num_threads within the cap
         if self.dtype not in ("fp32", "bf16"):
             raise ConfigError(f"GenerateConfig: 'dtype' must be 'fp32' or 'bf16', got "
                               f"{self.dtype!r}")
@@ -71,6 +72,9 @@ def read_prompt(cfg):
                 return f.read()
         except OSError as exc:
             raise ConfigError(f"--prompt-file {cfg.prompt_file}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--prompt-file {cfg.prompt_file}: not UTF-8 text (byte "
+                              f"{exc.object[exc.start]:#04x} at offset {exc.start})") from None
     if cfg.prompt == "-":
         return sys.stdin.read()
     return cfg.prompt
