@@ -1,7 +1,10 @@
 """Run N training steps of one config in a fresh process and report tokens/s and peak RSS.
 
-    python bench/train_step_worker.py tinyroots c 10 2
+    python bench/train_step_worker.py tinyroots c 10 2 [warmup] [fp32|bf16]
     -> one JSON line {"tokens_per_s": ..., "peak_rss_mb": ...}
+
+bf16: tinyroots' --dtype bf16 (ops.autocast: the linear products in bf16) against PyTorch's
+torch.autocast("cpu", dtype=torch.bfloat16) around the forward, with its fused AdamW.
 
 A fresh process per measurement gives an honest peak resident memory (VmHWM) for each
 framework and config, uncontaminated by whatever ran before in the same interpreter.
@@ -30,7 +33,7 @@ def batch(V, B, T, rng):
     return ids[:, :-1], ids[:, 1:]
 
 
-def run_tinyroots(cfg, steps, warmup):
+def run_tinyroots(cfg, steps, warmup, dtype="fp32"):
     import tinyroots as tr
     L, NH, C, V, B, T = cfg
     model = tr.GPT(tr.GPTConfig(n_layer=L, n_head=NH, n_embd=C, vocab_size=V, block_size=T))
@@ -39,8 +42,9 @@ def run_tinyroots(cfg, steps, warmup):
 
     def step():
         x, y = batch(V, B, T, rng)
-        loss = model(x, targets=y, return_logits=False).loss
-        loss.backward()
+        with tr.ops.autocast(dtype):
+            loss = model(x, targets=y, return_logits=False).loss
+            loss.backward()
         opt.step()
         opt.zero_grad()
         return float(loss)
@@ -48,7 +52,7 @@ def run_tinyroots(cfg, steps, warmup):
     return _time(step, steps, warmup, B * T)
 
 
-def run_torch(cfg, steps, warmup):
+def run_torch(cfg, steps, warmup, dtype="fp32"):
     import torch
     sys.path.insert(0, os.path.dirname(__file__))
     from torch_gpt import TorchGPT, make_adamw
@@ -59,7 +63,8 @@ def run_torch(cfg, steps, warmup):
 
     def step():
         x, y = batch(V, B, T, rng)
-        loss = model(torch.from_numpy(x), torch.from_numpy(y))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            loss = model(torch.from_numpy(x), torch.from_numpy(y))
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -84,16 +89,19 @@ def _time(step, steps, warmup, tokens):
 def main():
     framework, name, steps, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     warmup = int(sys.argv[5]) if len(sys.argv) > 5 else 2
+    dtype = sys.argv[6] if len(sys.argv) > 6 else "fp32"
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if framework == "torch":
         import torch
         torch.set_num_threads(threads)
-        result = run_torch(CONFIGS[name], steps, warmup)
+        result = run_torch(CONFIGS[name], steps, warmup, dtype)
     else:
         import tinyroots as tr
         tr.set_num_threads(threads)
-        result = run_tinyroots(CONFIGS[name], steps, warmup)
-    result.update(framework=framework, config=name, threads=threads)
+        result = run_tinyroots(CONFIGS[name], steps, warmup, dtype)
+        if dtype == "bf16":
+            result.update(bf16_isa=tr.kernels.info()["bf16_isa"])
+    result.update(framework=framework, config=name, threads=threads, dtype=dtype)
     print(json.dumps(result))
 
 
