@@ -124,6 +124,7 @@ class ClassifyTask(Task):
                 raise ValueError("the text encodes to no tokens")
             return ids, index[ex["label"]]
 
+        self.encode_one, self.label_index = encode, index
         self.train_items = self.encode_all(train_examples, encode, limit, self.cfg.train)
         self.val_items = self.encode_all(val_examples, encode, limit, self.cfg.val)
         self.limit = limit
@@ -184,6 +185,18 @@ class ClassifyTask(Task):
                                        for k, v in per_class.items()}
             metrics["n_val"] = len(items)
         return metrics
+
+    def evaluate_test(self, module, examples, what):
+        """A held-out test file (--test), scored like the validation set: accuracy, f1, loss."""
+        for ex in examples:
+            if ex["label"] not in self.label_index:
+                raise DataError(f"{what} line {ex['line']}: label {ex['label']!r} does not "
+                                "occur in the training data")
+        items = [self.encode_one(ex) for ex in examples]
+        preds, total = self.predict_ids(module, items)
+        y, p = [t for _, t in items], preds.tolist()
+        return {"accuracy": accuracy(y, p), "f1": macro_f1(y, p, labels=list(range(len(
+            self.labels)))), "loss": total / len(items), "n": len(items)}
 
     def save(self, module, path, export):
         save_classifier(module, path, self.tokenizer, self.labels, self.pad_id, export)

@@ -38,8 +38,11 @@ class FinetuneConfig:
     which: str = "best"                # in a run directory: its best or last checkpoint
     train: str = ""                    # training data: JSONL (lm: also plain text)
     val: str = ""                      # validation data, same format
+    test: str = ""                     # held-out test files, comma-separated, scored once at
+                                       # the end (eval.json "test", keyed by file name)
     out_dir: str = "out-finetune"      # checkpoint, metrics.jsonl and eval.json go here
     bad_lines: str = "error"           # a malformed data line: error (stop) or skip (and report)
+    redact_pii: bool = False           # replace e-mails, IPs, phones, keys in the data first
     max_length: int = 0                # tokens per example, longer ones cut; 0: the context
     # the classification head
     pooling: str = "last"              # classify: last (final token's state) or mean (average)

@@ -24,12 +24,13 @@ Only what the model must learn to produce carries a label (the assistant's words
 -100, so the loss -- and its gradient -- ignores it.
 """
 
-import json
 import os
 from collections import Counter
 
 import numpy as np
 
+from ..data.pii import redact_pii
+from ..fileio import parse_json
 from ..tokenizer import ENDOFTEXT
 
 IGNORE = -100
@@ -77,6 +78,14 @@ def check_classify(d):
     return None, {"text": d["text"], "label": label}
 
 
+def with_intent(d, example):
+    """A dialogue may name its intent ("intent": "track_order"); a held-out test file's intents
+    let the chat task check that each greedy reply is that intent's answer (sft.py)."""
+    if isinstance(d.get("intent"), str) and d["intent"].strip():
+        example["intent"] = d["intent"]
+    return example
+
+
 def check_chat(d):
     if "messages" in d:
         msgs = d["messages"]
@@ -96,7 +105,7 @@ def check_chat(d):
             out.append({"role": role, "content": m["content"]})
         if not any(m["role"] == "assistant" for m in out):
             return "no assistant message: nothing to learn from", None
-        return None, {"messages": out}
+        return None, with_intent(d, {"messages": out})
     if "prompt" in d or "response" in d:
         for key in ("prompt", "response"):
             problem = _nonempty_str(d, key)
@@ -109,7 +118,7 @@ def check_chat(d):
             if problem:
                 return problem, None
             msgs.insert(0, {"role": "system", "content": d["system"]})
-        return None, {"messages": msgs}
+        return None, with_intent(d, {"messages": msgs})
     return "expected 'messages' (a list) or 'prompt' and 'response'", None
 
 
@@ -130,13 +139,43 @@ CHECKS = {"classify": check_classify, "chat": check_chat, "translate": check_tra
           "lm": check_lm}
 
 
-def read_examples(path, task, bad_lines="error", log=print):
+# the text fields of an example, per task, that PII redaction rewrites (chat: every message)
+TEXT_FIELDS = {"classify": ("text",), "translate": ("source", "target"), "lm": ("text",)}
+
+
+def redact_examples(examples, task):
+    """Replace e-mail addresses, IP addresses, phone numbers and keys in the examples' text by
+    <EMAIL>, <IP_ADDRESS>, <PHONE>, <KEY> (the corpus cleaner's rules, tinyroots.data.pii), in
+    place; returns {tag: count}. Customer-service logs are where such details sit, and a model
+    fine-tuned on them can repeat them word for word."""
+    counts = Counter()
+    for ex in examples:
+        fields = ex["messages"] if task == "chat" else [ex]
+        keys = ("content",) if task == "chat" else TEXT_FIELDS[task]
+        for record in fields:
+            for key in keys:
+                record[key], found = redact_pii(record[key])
+                counts.update(found)
+    return dict(counts)
+
+
+def read_examples(path, task, bad_lines="error", log=print, redact_pii=False):
     """-> (examples, skipped): the checked examples of a data file, each with its "line" number,
     and [(line, problem)] of the lines left out (bad_lines="skip"); with bad_lines="error" the
     first bad line raises DataError("FILE line N: problem").
 
     For the lm task a file that does not end in .jsonl is plain text: one example.
+    redact_pii: rewrite personal details in the text first (redact_examples), and log how many.
     """
+    examples, skipped = _read_examples(path, task, bad_lines, log)
+    if redact_pii:
+        counts = redact_examples(examples, task)
+        found = ", ".join(f"{n} {tag}" for tag, n in sorted(counts.items())) or "nothing"
+        log(f"{path}: PII redaction replaced {found}")
+    return examples, skipped
+
+
+def _read_examples(path, task, bad_lines, log):
     if task not in CHECKS:
         raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
     if bad_lines not in ("error", "skip"):
@@ -158,9 +197,9 @@ def read_examples(path, task, bad_lines="error", log=print):
             if not line.strip():
                 continue
             try:
-                d = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problem = f"invalid JSON ({exc.msg} at column {exc.colno})"
+                d = parse_json(line, "line", error=DataError)
+            except DataError as exc:
+                problem = str(exc).removeprefix("line: ").replace("not valid", "invalid", 1)
             else:
                 if isinstance(d, dict):
                     problem, example = check(d)

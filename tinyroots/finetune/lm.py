@@ -79,16 +79,28 @@ class LMTask(SFTTask):
         if len(rest) >= 2 and not (limit_windows and n_full >= limit_windows):
             yield rest[:-1][None, :], rest[1:][None, :]
 
-    def evaluate(self, module, final=False):
-        limit = 0 if final else self.cfg.eval_examples
+    def token_loss(self, module, tokens, limit=0):
+        """-> (mean loss per predicted token over tokens' consecutive windows, tokens scored)."""
         total, count = 0.0, 0
         was_training = module.training
         module.eval()
         with no_grad():
-            for x, y in self.windows(self.val_tokens, limit, self.cfg.batch_size):
+            for x, y in self.windows(tokens, limit, self.cfg.batch_size):
                 n = y.size
                 total += float(module(x, targets=y, return_logits=False).loss) * n
                 count += n
         module.train(was_training)
-        loss = total / count
+        return total / count, count
+
+    def evaluate(self, module, final=False):
+        loss, count = self.token_loss(module, self.val_tokens, 0 if final else
+                                      self.cfg.eval_examples)
         return {"val_loss": loss, "perplexity": perplexity(loss), "val_tokens": count}
+
+    def evaluate_test(self, module, examples, what):
+        """A held-out text (--test): its loss and perplexity, every token once."""
+        tokens = self._tokens(examples, what)
+        if len(tokens) < 2:
+            raise DataError(f"{what}: the test text has fewer than 2 tokens")
+        loss, count = self.token_loss(module, tokens)
+        return {"loss": loss, "perplexity": perplexity(loss), "n_tokens": count}

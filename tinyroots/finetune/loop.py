@@ -19,7 +19,8 @@ The run directory:
 
     finetune_config.json   the resolved FinetuneConfig
     metrics.jsonl          one record per evaluation and per log_interval training steps
-    eval.json              the final validation metrics and the run's summary
+    eval.json              the final validation metrics, each --test file's ("test") and
+                           the run's summary
     best/                  the checkpoint (see finetune/__init__.py for its files per task)
 """
 
@@ -135,6 +136,7 @@ class FinetuneJob:
     def __init__(self, task, module, params, row_mask):
         self.task, self.module, self.params, self.row_mask = task, module, params, row_mask
         self.best_state = None
+        self.tests = []             # [(name, path, examples)]: --test files, scored at the end
 
     def next_batch(self):
         return self.task.next_batch()
@@ -185,8 +187,9 @@ def finetune(cfg, out=None, show=None, hooks=None):
     metrics.start_fresh()
     trandom.manual_seed(cfg.seed)
 
-    train_ex, skipped_train = read_examples(cfg.train, cfg.task, cfg.bad_lines, log)
-    val_ex, skipped_val = read_examples(cfg.val, cfg.task, cfg.bad_lines, log)
+    train_ex, skipped_train = read_examples(cfg.train, cfg.task, cfg.bad_lines, log, cfg.redact_pii)
+    val_ex, skipped_val = read_examples(cfg.val, cfg.task, cfg.bad_lines, log, cfg.redact_pii)
+    tests = read_tests(cfg, log)
     task, gpt, tokenizer, source, new_ids, n_layer_before = prepare(cfg, log)
     module = task.build(gpt, train_ex, val_ex)
     row_mask = choose_trainable(cfg, gpt, new_ids, n_layer_before)
@@ -202,6 +205,7 @@ def finetune(cfg, out=None, show=None, hooks=None):
     what = describe(cfg, module, row_mask, log)
 
     job = FinetuneJob(task, module, params, row_mask)
+    job.tests = tests
     metric = cfg.metric_name
     settings = LoopSettings.from_config(cfg, metric=metric,
                                         higher_is_better=HIGHER_IS_BETTER[metric])
@@ -214,7 +218,7 @@ def finetune(cfg, out=None, show=None, hooks=None):
                                "val": [list(s) for s in skipped_val]}}
     results, final, checkpoint = finish(cfg, job, state, gpt, source, about, t_start,
                                         hooks.is_main)
-    report(state, metric, final, checkpoint, cfg, show)
+    report(state, metric, final, results.get("test", {}), checkpoint, cfg, show)
     return Result(metrics=results, history=metrics.history, module=module, gpt=gpt,
                   tokenizer=tokenizer, task=task, checkpoint=checkpoint, state=state,
                   diverged=state.diverged, interrupted=state.interrupted)
@@ -228,6 +232,8 @@ def finish(cfg, job, state, gpt, source, about, t_start, is_main):
     if cfg.restore_best and job.best_state is not None and state.best_step != state.step:
         job.restore_best()
     final = task.evaluate(module, final=True)
+    tests = {name: rounded(task.evaluate_test(module, examples, path))
+             for name, path, examples in job.tests}
     n_trainable, n_total = trainable_count(module, job.row_mask)
     results = {
         **rounded(final), "task": cfg.task, "metric": cfg.metric_name,
@@ -239,6 +245,8 @@ def finish(cfg, job, state, gpt, source, about, t_start, is_main):
                          "span_deletion": cfg.span_deletion},
         "examples_truncated": getattr(task, "truncation", None),
     }
+    if tests:
+        results["test"] = tests
     checkpoint = None
     if cfg.save and is_main:
         checkpoint = save_checkpoint(cfg, task, module, gpt, source)
@@ -247,6 +255,20 @@ def finish(cfg, job, state, gpt, source, about, t_start, is_main):
     if is_main:
         write_json(os.path.join(cfg.out_dir, "eval.json"), results)
     return results, final, checkpoint
+
+
+def read_tests(cfg, log):
+    """--test a.jsonl,b.jsonl -> [(name, path, examples)], read before training so that a
+    missing file or a bad line stops the run at once; a name is the file's stem (a, b)."""
+    out, names = [], set()
+    for path in [p.strip() for p in cfg.test.split(",") if p.strip()]:
+        name = os.path.splitext(os.path.basename(path))[0]
+        if name in names:
+            name = path
+        names.add(name)
+        examples, _ = read_examples(path, cfg.task, cfg.bad_lines, log, cfg.redact_pii)
+        out.append((name, path, examples))
+    return out
 
 
 def prepare_out_dir(cfg):
@@ -286,10 +308,13 @@ def describe(cfg, module, row_mask, log):
     return what
 
 
-def report(state, metric, final, checkpoint, cfg, show):
+def report(state, metric, final, tests, checkpoint, cfg, show):
     show(f"stopped: {state.stop_reason} after {state.step} steps ({state.elapsed:.1f}s); best "
          f"{metric} {state.best_value:.4f} at step {state.best_step}")
     show("final validation: " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()
+                                          if isinstance(v, float)))
+    for name, metrics in tests.items():
+        show(f"test {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()
                                           if isinstance(v, float)))
     if checkpoint:
         show(f"saved: {checkpoint} (checkpoint), {cfg.out_dir}/eval.json, metrics.jsonl")

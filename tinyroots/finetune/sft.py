@@ -18,6 +18,9 @@ The checkpoint is an ordinary GPT-2 directory plus the tokenizer with its new sp
 python -m tinyroots.chat and python -m tinyroots.generate --task translate load it.
 """
 
+import re
+from collections import Counter
+
 import numpy as np
 
 from .. import checkpoint as ck
@@ -109,6 +112,14 @@ class SFTTask(Task):
         loss = self.val_loss(module, items)
         return {"val_loss": loss, "perplexity": perplexity(loss)}
 
+    def evaluate_test(self, module, examples, what):
+        """A held-out test file (--test): the validation loss on it, n examples."""
+        counts = self.n_cut, self.tokens_cut     # eval.json's truncation counts train and val
+        items = self._encode(examples, what)
+        self.n_cut, self.tokens_cut = counts
+        loss = self.val_loss(module, items)
+        return {"loss": loss, "perplexity": perplexity(loss), "n": len(items)}
+
     def save(self, module, path, export):
         state = export if export is not None else module.state_dict()
         ck.save_pretrained(ExportView(module.config, state), path, tokenizer=self.tokenizer)
@@ -127,19 +138,41 @@ class ChatTask(SFTTask):
             metrics["samples"] = self.samples(module)
         return metrics
 
+    def first_reply(self, module, messages):
+        """-> (the greedy reply to the turns before the first assistant message, that message)."""
+        first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompt, _ = chat_ids(self.tokenizer, messages[:first], add_generation_prompt=True)
+        end_id = self.tokenizer.special_tokens["<|end|>"]
+        reply = generate_until(module, prompt, end_id, self.cfg.max_new_tokens, self.limit)
+        return self.tokenizer.decode(reply), messages[first]["content"]
+
     def samples(self, module, n=3):
         """Greedy replies to the first user turns of a few validation dialogues (for the log)."""
-        end_id = self.tokenizer.special_tokens["<|end|>"]
         out = []
         for ex in self.val_examples[:n]:
-            msgs = ex["messages"]
-            first = next(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-            prompt, _ = chat_ids(self.tokenizer, msgs[:first], add_generation_prompt=True)
-            reply = generate_until(module, prompt, end_id, self.cfg.max_new_tokens, self.limit)
-            out.append({"prompt": msgs[first - 1]["content"] if first else "",
-                        "reference": msgs[first]["content"],
-                        "output": self.tokenizer.decode(reply)})
+            output, reference = self.first_reply(module, ex["messages"])
+            user = [m["content"] for m in ex["messages"] if m["role"] == "user"]
+            out.append({"prompt": user[0] if user else "", "reference": reference,
+                        "output": output})
         return out
+
+    def evaluate_test(self, module, examples, what):
+        """The loss on a held-out file, and, when its dialogues name their intent, the share
+        whose greedy first reply is that intent's answer (intent_accuracy; see reply_intent)."""
+        metrics = super().evaluate_test(module, examples, what)
+        tagged = [ex for ex in examples if "intent" in ex]
+        if tagged:
+            answers = {}
+            for ex in tagged:
+                reference = next(m["content"] for m in ex["messages"] if m["role"] == "assistant")
+                answers.setdefault(ex["intent"], []).append(reference)
+            right = 0
+            for ex in tagged:
+                output, _ = self.first_reply(module, ex["messages"])
+                right += reply_intent(output, answers) == ex["intent"]
+            metrics["intent_accuracy"] = right / len(tagged)
+            metrics["intent_examples"] = len(tagged)
+        return metrics
 
 
 class TranslateTask(SFTTask):
@@ -170,6 +203,47 @@ class TranslateTask(SFTTask):
                 metrics["samples"] = [{"source": ex["source"], "reference": ex["target"],
                                        "output": h} for ex, h in zip(examples[:3], hyps)]
         return metrics
+
+    def evaluate_test(self, module, examples, what):
+        """The loss and BLEU on a held-out file (its first bleu_examples pairs)."""
+        metrics = super().evaluate_test(module, examples, what)
+        examples = examples[:self.cfg.bleu_examples]
+        hyps = self.translate(module, [ex["source"] for ex in examples])
+        metrics["bleu"], _ = bleu(hyps, [ex["target"] for ex in examples])
+        return metrics
+
+
+def words(text):
+    """'I checked #12345: it left.' -> ['i', 'checked', '12345', 'it', 'left']"""
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def word_f1(a, b):
+    """Harmonic mean of word precision and recall between two texts (bags of words): 1.0 for
+    the same words, 0.0 for none in common."""
+    wa, wb = Counter(words(a)), Counter(words(b))
+    common = sum((wa & wb).values())
+    if not common:
+        return 0.0
+    p, r = common / sum(wa.values()), common / sum(wb.values())
+    return 2 * p * r / (p + r)
+
+
+def reply_intent(reply, answers, threshold=0.5):
+    """Which intent a chat reply answers: answers is {intent: [reference replies]}; the reply
+    belongs to the intent of its closest reference by word_f1, when that is at least threshold
+    and strictly closer than every other intent's references (else None: nonsense, or a reply
+    between two answers). Details that differ (an order number, a city) cost a few words.
+
+    >>> reply_intent("Refunds are sent within 5 days.", {"refund": ["Refunds are sent within 5 "
+    ...     "business days."], "track": ["I checked your order: it left."]})
+    'refund'
+    """
+    best = {intent: max(word_f1(reply, r) for r in refs) for intent, refs in answers.items()}
+    ranked = sorted(best.items(), key=lambda kv: -kv[1])
+    if ranked[0][1] < threshold or (len(ranked) > 1 and ranked[1][1] == ranked[0][1]):
+        return None
+    return ranked[0][0]
 
 
 def generate_until(model, prompt, stop_id, max_new_tokens, limit):

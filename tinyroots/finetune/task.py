@@ -8,6 +8,7 @@ checkpoint is written:
     module = task.build(gpt, train_examples, val_examples)
     loss = task.loss(module, task.next_batch())        # a scalar Tensor
     metrics = task.evaluate(module)                    # {"val_loss": ..., "accuracy": ...}
+    tests = task.evaluate_test(module, examples, path) # a held-out file, after training
     task.save(module, "out/best")
 """
 
@@ -43,6 +44,11 @@ class Task:
         raise NotImplementedError
 
     def evaluate(self, module, final=False):
+        raise NotImplementedError
+
+    def evaluate_test(self, module, examples, what):
+        """Metrics on a held-out test file (--test; examples as data.read_examples gives them),
+        scored once after training: {"accuracy": ..., "loss": ..., "n": ...}."""
         raise NotImplementedError
 
     def save(self, module, path, export):
