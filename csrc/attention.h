@@ -12,6 +12,13 @@ void attention_forward(float* out, float* lse, const float* qkv, int64_t B, int6
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
                         const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH);
 
+// The same two kernels as plain loops, one head and one query at a time (the readable twins of
+// the tiled code, which attention_forward / attention_backward use where it applies).
+void attention_forward_plain(float* out, float* lse, const float* qkv, int64_t B, int64_t T,
+                             int64_t C, int64_t NH);
+void attention_backward_plain(float* dqkv, const float* dout, const float* qkv, const float* out,
+                              const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH);
+
 // A read-only (B, NH, T, HS) array whose last axis is contiguous; the other three axes may have
 // any strides (in floats), so a slice of a preallocated KV cache needs no copy.
 struct HeadsView {

@@ -776,23 +776,27 @@ int64_t attention_channels(const F32& qkv, int64_t n_head, const char* k) {
     return C3 / 3;
 }
 
-py::tuple attention_forward(py::handle qkv_, int64_t n_head) {
-    const char* k = "attention_forward";
+using AttentionForward = void (*)(float*, float*, const float*, int64_t, int64_t, int64_t,
+                                  int64_t);
+using AttentionBackward = void (*)(float*, const float*, const float*, const float*,
+                                   const float*, int64_t, int64_t, int64_t, int64_t);
+
+// attention_forward and attention_forward_plain (kernel): the same checks, the same outputs.
+py::tuple attention_forward_with(AttentionForward kernel, const char* k, py::handle qkv_,
+                                 int64_t n_head) {
     F32 qkv = input_f32(qkv_, k, "qkv");
     const int64_t C = attention_channels(qkv, n_head, k);
     const int64_t B = qkv.shape(0), T = qkv.shape(1);
     F32 out(Shape{B, T, C}), lse(Shape{B, n_head, T});
     {
         py::gil_scoped_release nogil;
-        tinyroots::attention_forward(out.mutable_data(), lse.mutable_data(), qkv.data(), B, T, C,
-                                     n_head);
+        kernel(out.mutable_data(), lse.mutable_data(), qkv.data(), B, T, C, n_head);
     }
     return py::make_tuple(out, lse);
 }
 
-F32 attention_backward(py::handle dout_, py::handle qkv_, py::handle out_, py::handle lse_,
-                       int64_t n_head) {
-    const char* k = "attention_backward";
+F32 attention_backward_with(AttentionBackward kernel, const char* k, py::handle dout_,
+                            py::handle qkv_, py::handle out_, py::handle lse_, int64_t n_head) {
     F32 qkv = input_f32(qkv_, k, "qkv"), dout = input_f32(dout_, k, "dout");
     F32 out = input_f32(out_, k, "out"), lse = input_f32(lse_, k, "lse");
     const int64_t C = attention_channels(qkv, n_head, k);
@@ -803,10 +807,31 @@ F32 attention_backward(py::handle dout_, py::handle qkv_, py::handle out_, py::h
     F32 dqkv(shape_of(qkv));
     {
         py::gil_scoped_release nogil;
-        tinyroots::attention_backward(dqkv.mutable_data(), dout.data(), qkv.data(), out.data(),
-                                      lse.data(), B, T, C, n_head);
+        kernel(dqkv.mutable_data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, C,
+               n_head);
     }
     return dqkv;
+}
+
+py::tuple attention_forward(py::handle qkv, int64_t n_head) {
+    return attention_forward_with(tinyroots::attention_forward, "attention_forward", qkv, n_head);
+}
+
+py::tuple attention_forward_plain(py::handle qkv, int64_t n_head) {
+    return attention_forward_with(tinyroots::attention_forward_plain, "attention_forward_plain",
+                                  qkv, n_head);
+}
+
+F32 attention_backward(py::handle dout, py::handle qkv, py::handle out, py::handle lse,
+                       int64_t n_head) {
+    return attention_backward_with(tinyroots::attention_backward, "attention_backward", dout, qkv,
+                                   out, lse, n_head);
+}
+
+F32 attention_backward_plain(py::handle dout, py::handle qkv, py::handle out, py::handle lse,
+                             int64_t n_head) {
+    return attention_backward_with(tinyroots::attention_backward_plain,
+                                   "attention_backward_plain", dout, qkv, out, lse, n_head);
 }
 
 tinyroots::HeadsView heads_view(const F32& a) {
@@ -983,6 +1008,10 @@ PYBIND11_MODULE(_C, m) {
           py::arg("out"), py::arg("lse"), py::arg("n_head"));
     m.def("attention_decode", &attention_decode, py::arg("q"), py::arg("k"), py::arg("v"),
           py::arg("n_past"));
+    // the plain loops of attention.cpp, on their own (tested against ref like the rest)
+    m.def("attention_forward_plain", &attention_forward_plain, py::arg("qkv"), py::arg("n_head"));
+    m.def("attention_backward_plain", &attention_backward_plain, py::arg("dout"), py::arg("qkv"),
+          py::arg("out"), py::arg("lse"), py::arg("n_head"));
 
     // optimizer updates (in place, return None)
     m.def("adamw_update", &adamw_update, py::arg("param"), py::arg("grad"), py::arg("m"),

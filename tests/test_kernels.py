@@ -324,13 +324,17 @@ ATTN_SHAPES = [(1, 1, 64, 1), (2, 37, 48, 3), (1, 5, 21, 3), (2, 130, 256, 4), (
                (4, 64, 768, 12)]
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["tiled", "plain"])
 @pytest.mark.parametrize("shape", ATTN_SHAPES, ids=str)
-def test_attention(threads, shape):
+def test_attention(threads, shape, plain):
+    # the kernels the model calls (tiled where they apply), and attention.cpp's plain loops
+    forward = _C.attention_forward_plain if plain else _C.attention_forward
+    backward = _C.attention_backward_plain if plain else _C.attention_backward
     B, T, C, NH = shape
     rng = np.random.default_rng(12)
     qkv = rand(rng, B, T, 3 * C)
     out, lse = ref.attention_forward(qkv, NH)
-    got_out, got_lse = _C.attention_forward(qkv, NH)
+    got_out, got_lse = forward(qkv, NH)
     # out is a convex combination of v (|v| ~ 3): absolute 1e-5; lse sums <= T exps: 1e-5
     close(got_out, out, 1e-5, 1e-5, "attention_forward out")
     close(got_lse, lse, 1e-5, 1e-5, "attention_forward lse")
@@ -338,8 +342,43 @@ def test_attention(threads, shape):
     want = ref.attention_backward(dout, qkv, out, lse, NH)
     # dqkv sums T products of O(1) terms: relative 1e-4 of the largest gradient
     scale = np.abs(want).max()
-    close(_C.attention_backward(dout, qkv, out, lse, NH), want, 1e-4, 1e-5 * scale,
-          "attention_backward")
+    close(backward(dout, qkv, out, lse, NH), want, 1e-4, 1e-5 * scale, "attention_backward")
+
+
+@pytest.mark.parametrize("shape", ATTN_SHAPES, ids=str)
+@pytest.mark.parametrize("blocks", [(32, 64), (1, 1), (7, 5)], ids=str)
+def test_ref_online_softmax_equals_the_full_softmax(shape, blocks):
+    # the tiled algorithm (attention_tiled.h) in NumPy, against the full (T, T) matrix; both
+    # float64, so they differ only by the order of the sums: 1e-12
+    B, T, C, NH = shape
+    qkv = np.random.default_rng(14).standard_normal((B, T, 3 * C))
+    out, lse = ref.attention_forward(qkv, NH)
+    got_out, got_lse = ref.attention_forward_online(qkv, NH, *blocks)
+    np.testing.assert_allclose(got_out, out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got_lse, lse, rtol=1e-12, atol=1e-12)
+    assert ref.attention_forward_online(qkv.astype(np.float32), NH)[1].dtype == np.float32
+
+
+def test_ref_attention_backward_is_softmax_backward_through_the_product():
+    # the derivation in ref.attention_backward: dS = softmax_backward(dP, P) with
+    # D = rowsum(dY * Y), checked against the chain of the primitive kernels, float64: 1e-12
+    B, T, C, NH = 2, 11, 12, 2
+    HS = C // NH
+    rng = np.random.default_rng(15)
+    qkv, dout = rng.standard_normal((B, T, 3 * C)), rng.standard_normal((B, T, C))
+    out, lse = ref.attention_forward(qkv, NH)
+    q, k, v = ref._split_heads(qkv, NH)
+    dy = dout.reshape(B, T, NH, HS).transpose(0, 2, 1, 3)
+    s = np.where(np.tril(np.ones((T, T), bool)), q @ np.swapaxes(k, -1, -2) / np.sqrt(HS),
+                 -np.inf)
+    p = ref.softmax_forward(s)
+    dp, dv = ref.matmul_backward(dy, p, v)                        # Y = P v
+    ds = ref.softmax_backward(dp, p)                              # P = softmax(S)
+    dq, dkt = ref.matmul_backward(ds / np.sqrt(HS), q, np.swapaxes(k, -1, -2))  # S = q k^T scale
+    want = np.concatenate([d.transpose(0, 2, 1, 3).reshape(B, T, C)
+                           for d in (dq, np.swapaxes(dkt, -1, -2), dv)], axis=-1)
+    np.testing.assert_allclose(ref.attention_backward(dout, qkv, out, lse, NH), want,
+                               rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("shape", [(1, 200, 64, 1), (4, 64, 768, 12), (1, 70, 300, 1)], ids=str)

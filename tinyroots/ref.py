@@ -282,30 +282,80 @@ def attention_forward(qkv, n_head):
     return out.astype(qkv.dtype, copy=False), lse[..., 0].astype(qkv.dtype, copy=False)
 
 
-def attention_backward(dout, qkv, out, lse, n_head):
-    """Backward of attention_forward -> dqkv (B, T, 3C).
+def attention_forward_online(qkv, n_head, block_q=32, block_k=64):
+    """attention_forward computed the way the fast kernel does it (csrc/attention_tiled.h):
+    tile by tile, with an "online" softmax, never holding more than a (block_q, block_k) piece
+    of S. Same inputs and outputs; tests check it equals attention_forward.
 
-    forward was S = q k^T * scale (masked), P = exp(S - lse), y = P v, so
-        dv = P^T dy,   dP = dy v^T,   dS = P * (dP - D) with D = rowsum(dy * y),
-        dq = dS k * scale,   dk = dS^T q * scale.
-    (D = rowsum(dP * P) = rowsum(dy * y): the second form needs no (T, T) product.)
+    For a tile of queries, walk the key tiles left to right keeping, per query row,
+        m  the largest score seen so far        l  the sum of exp(s - m) over the keys seen
+        o  sum of exp(s - m) v over the keys seen
+    A new key tile with scores s may raise the max to m_new; everything summed so far was
+    relative to the old m, so it is rescaled by c = exp(m - m_new) before the tile is added:
+        l = c l + rowsum(exp(s - m_new)),   o = c o + exp(s - m_new) v,   m = m_new
+    At the end out = o / l and lse = m + log(l): the same numbers as the full softmax, because
+    exp(s - m_new) = exp(s - m) exp(m - m_new) for every key, whenever it was added.
+    """
+    B, T, C3 = qkv.shape
+    q, k, v = _split_heads(qkv, n_head)                           # (B, NH, T, HS) each
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    y = np.empty_like(q)
+    lse = np.empty(q.shape[:-1], dtype=qkv.dtype)                 # (B, NH, T)
+    for q0 in range(0, T, block_q):
+        q1 = min(q0 + block_q, T)
+        m = np.full(q.shape[:2] + (q1 - q0, 1), -np.inf, dtype=qkv.dtype)  # (B, NH, bq, 1)
+        lsum = np.zeros_like(m)                                   # l
+        o = np.zeros(q.shape[:2] + (q1 - q0, q.shape[-1]), dtype=qkv.dtype)  # (B, NH, bq, HS)
+        for k0 in range(0, q1, block_k):                         # causal: keys < q1 only
+            k1 = min(k0 + block_k, q1)
+            s = (q[:, :, q0:q1] @ np.swapaxes(k[:, :, k0:k1], -1, -2)) * scale  # (.., bq, bk)
+            seen = np.arange(k0, k1)[None, :] <= np.arange(q0, q1)[:, None]
+            s = np.where(seen, s, -np.inf)
+            m_new = np.maximum(m, s.max(axis=-1, keepdims=True))  # finite: key 0 is in tile 0
+            c = np.exp(m - m_new)                                 # 0 on the first tile
+            p = np.exp(s - m_new)
+            lsum = c * lsum + p.sum(axis=-1, keepdims=True)
+            o = c * o + p @ v[:, :, k0:k1]
+            m = m_new
+        y[:, :, q0:q1] = o / lsum
+        lse[:, :, q0:q1] = (m + np.log(lsum))[..., 0]
+    out = y.transpose(0, 2, 1, 3).reshape(B, T, C3 // 3)
+    return out.astype(qkv.dtype, copy=False), lse
+
+
+def attention_backward(dout, qkv, out, lse, n_head):
+    """Backward of attention_forward -> dqkv (B, T, 3C), the forward's lines taken in reverse.
+
+    Per head the forward was
+        S = q k^T * scale          (T, T), masked: query i sees keys j <= i
+        P = softmax(S)             row by row; = exp(S - lse), so P is rebuilt from lse
+        Y = P v                    (T, HS): out
+    and with dY = dout (T, HS), each line gives the gradients of its inputs:
+        Y = P v        ->  dV = P^T dY             (T, HS)
+                           dP = dY v^T             (T, T)
+        P = softmax(S) ->  dS = softmax_backward(dP, P) = P * (dP - D),
+                           D_i = sum_j dP_ij P_ij = sum_j (dY_i . v_j) P_ij = dY_i . Y_i,
+                           so D = rowsum(dY * Y): O(T HS) work instead of an O(T^2) sum
+        S = q k^T * scale  ->  dq = (dS * scale) k,   dk = (dS * scale)^T q
+    The scale is folded into dS once, here and in csrc/ alike. Masked entries have P = 0, so
+    dS = 0 there: nothing flows to keys a query did not see.
     """
     B, T, C3 = qkv.shape
     C = C3 // 3
-    q, k, v = _split_heads(qkv, n_head)
+    q, k, v = _split_heads(qkv, n_head)                           # (B, NH, T, HS)
     HS = q.shape[-1]
     scale = 1.0 / math.sqrt(HS)
-    dy = dout.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
+    dy = dout.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)     # (B, NH, T, HS)
     y = out.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
-    s = (q @ np.swapaxes(k, -1, -2)) * scale
+    s = (q @ np.swapaxes(k, -1, -2)) * scale                      # S, as in the forward
     s = np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
-    p = np.exp(s - lse[..., None])
-    dv = np.swapaxes(p, -1, -2) @ dy
-    dp = dy @ np.swapaxes(v, -1, -2)
-    D = (dy * y).sum(axis=-1, keepdims=True)
-    ds = p * (dp - D)
-    dq = (ds @ k) * scale
-    dk = (np.swapaxes(ds, -1, -2) @ q) * scale
+    p = np.exp(s - lse[..., None])                                # P  (B, NH, T, T)
+    dv = np.swapaxes(p, -1, -2) @ dy                              # dV = P^T dY
+    dp = dy @ np.swapaxes(v, -1, -2)                              # dP = dY v^T
+    D = (dy * y).sum(axis=-1, keepdims=True)                      # D = rowsum(dY * Y)
+    ds = p * (dp - D) * scale                                     # dS, times the scale
+    dq = ds @ k                                                   # dq = (dS * scale) k
+    dk = np.swapaxes(ds, -1, -2) @ q                              # dk = (dS * scale)^T q
     dqkv = np.empty_like(qkv)
     for i, d in enumerate((dq, dk, dv)):
         dqkv[..., i * C:(i + 1) * C] = d.transpose(0, 2, 1, 3).reshape(B, T, C)
