@@ -71,7 +71,7 @@ class ServerProcess:
         raise RuntimeError("the server did not answer /health within 90 s")
 
     def health(self):
-        return httpx.get(self.url + "/health", timeout=5).json()
+        return httpx.get(self.url + "/health", timeout=60).json()
 
     def stop(self):
         if self.proc.poll() is None:

@@ -166,6 +166,7 @@ def open_stream(url, max_tokens=900):
 
 
 def wait_for(cond, timeout):
+    """Poll cond() until true or timeout seconds (generous: the test machine may be busy)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if cond():
@@ -187,47 +188,53 @@ def test_disconnect_frees_the_slot_and_a_full_queue_is_429(slow_model):
         c1, r1, _lines = open_stream(s.url)                  # running: 900 tokens take many seconds
         t = threading.Thread(target=second)
         t.start()
-        assert wait_for(lambda: s.health()["waiting"] == 1, 10)
+        assert wait_for(lambda: s.health()["waiting"] == 1, 60)
         r3 = httpx.post(s.url + "/v1/completions", json={"prompt": "a", "max_tokens": 5},
                         timeout=30)
         assert r3.status_code == 429 and r3.json()["error"]["type"] == "rate_limit_error"
-        t0 = time.time()
         r1.close()                                   # the client goes away mid-stream
         c1.close()
-        t.join(30)
-        # the waiting request got the slot at once and completed
+        t.join(120)
+        # the waiting request got the slot and completed, long before the first one's 900
+        # tokens: the first was dropped from the batch when its client left
         assert waiting["body"].rstrip().endswith("data: [DONE]")
-        assert waiting["done"] - t0 < 5
-        assert wait_for(lambda: s.health()["running"] == 0, 5)
+        assert wait_for(lambda: s.health()["running"] == 0, 60)
+        assert s.health()["steps"] < 800
     finally:
         assert s.stop() == 0
 
 
-def test_sigterm_finishes_short_requests_cancels_long_ones_and_exits_0(slow_model):
-    s = ServerProcess(slow_model, "--shutdown-timeout", "2")
+def test_sigterm_lets_running_requests_finish_and_exits_0(slow_model):
+    s = ServerProcess(slow_model, "--shutdown-timeout", "60")
     results = {}
 
     def short():
-        r = httpx.post(s.url + "/v1/completions", json={"prompt": "the", "max_tokens": 40,
-                                                        "temperature": 0}, timeout=60)
+        r = httpx.post(s.url + "/v1/completions", json={"prompt": "the", "max_tokens": 20,
+                                                        "temperature": 0}, timeout=120)
         results["short"] = r
 
-    c, long_stream, lines = open_stream(s.url)
     t = threading.Thread(target=short)
     t.start()
-    assert wait_for(lambda: s.health()["running"] == 2, 10)
-    t0 = time.time()
+    assert wait_for(lambda: s.health()["running"] == 1, 60)
     s.proc.send_signal(signal.SIGTERM)
-    assert s.proc.wait(30) == 0
-    assert time.time() - t0 < 15                     # bounded: grace 2 s plus the tear-down
+    assert s.proc.wait(90) == 0
     t.join(10)
     assert results["short"].status_code == 200                            # finished
-    assert results["short"].json()["usage"]["completion_tokens"] == 40
+    assert results["short"].json()["usage"]["completion_tokens"] == 20
+    with pytest.raises(httpx.ConnectError):          # no longer listening
+        httpx.get(s.url + "/health", timeout=5)
+
+
+def test_sigterm_cancels_what_outlasts_the_grace_time_and_exits_0(slow_model):
+    s = ServerProcess(slow_model, "--shutdown-timeout", "0.5")
+    c, long_stream, lines = open_stream(s.url)       # 900 tokens: seconds, even when idle
+    t0 = time.time()
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(90) == 0
+    assert time.time() - t0 < 60                     # bounded, not the 900 tokens
     try:
         rest = [line for line in lines if line.startswith("data: {")]
-        assert len(rest) < 899                       # cut off: never all 900 tokens
-    except httpx.HTTPError:
+        assert len(rest) < 899                       # cut off
+    except httpx.HTTPError:                          # or the connection dropped mid-chunk
         pass
     c.close()
-    with pytest.raises(httpx.ConnectError):          # no longer listening
-        httpx.get(s.url + "/health", timeout=2)

@@ -131,3 +131,5 @@ def test_text_tracker_holds_partial_characters_and_stop_prefixes():
     assert t.add(ord("x")) == "\nx"                # it was not
     assert t.add(ord("\n")) == "" and t.add(ord("\n")) == "" and t.stopped
     assert t.text == "Hé\nx" and t.flush() == ""
+    garbage = TextTracker(Bytes(), skip_ids=(), stops=[])
+    assert [garbage.add(0x80) for _ in range(3)] == ["", "\ufffd", "\ufffd"]   # not held forever

@@ -62,7 +62,9 @@ class TextTracker:
             self.text, self.stopped = text[:cut], True
             return self._send(len(self.text))
         self.text = text
-        safe = len(text.rstrip("\ufffd"))     # an incomplete character waits for its bytes
+        # an incomplete character at the end (one U+FFFD) waits for its next bytes; subtle: only
+        # one -- invalid bytes in the middle stay U+FFFD forever and must not hold back the rest
+        safe = len(text) - text.endswith("\ufffd")
         held = max((k for s in self.stops for k in range(1, len(s))
                     if text[:safe].endswith(s[:k])), default=0)
         return self._send(safe - held)

@@ -19,6 +19,7 @@ from collections import deque
 
 import numpy as np
 
+from .. import kernels
 from ..model import KVCache, decode_rows, sample_next, warp_logits
 from ..tensor import no_grad
 
@@ -74,6 +75,9 @@ class Engine:
         self.wakeup = threading.Condition()
         self.stopping = False
         self.steps = 0                # decoding steps run (tests and /health read it)
+        # subtle: OpenMP's thread count is a per-thread setting; a thread made later starts from
+        # OMP_NUM_THREADS, not from what set_num_threads chose, so the loop re-applies it
+        self.num_threads = kernels.get_num_threads()
         self.thread = threading.Thread(target=self._loop, name="tinyroots-decode", daemon=True)
 
     def start(self):
@@ -114,6 +118,7 @@ class Engine:
     # -- the loop ---------------------------------------------------------------------------
 
     def _loop(self):
+        kernels.set_num_threads(self.num_threads)
         with no_grad():
             while True:
                 with self.wakeup:
