@@ -104,6 +104,11 @@ def main(argv=None):
         t_node = t_c * args.threads / cores
         print(f"\nnodes of {cores} cores: t_c = {t_node:.2f} s per micro-batch step\n")
         print(table(t_node))
+    for gbit in LINKS_GBIT:
+        t_a = allreduce_s(64, gbit)
+        print(f"\n{gbit} Gb/s: the allreduce ({t_a:.2f} s at 64 nodes) stops hiding behind "
+              f"backward once a node's micro-batch step is under {t_a / BACKWARD_SHARE:.2f} s; "
+              "then A micro-batches per step spread what shows over A times the compute")
 
 
 if __name__ == "__main__":
