@@ -20,7 +20,7 @@ step meets them:
    rank receives the summed gradient of its 1/N of the parameters only; it keeps the AdamW
    moments of that 1/N, updates it, and an allgather hands everyone the new parameters.
 4. Start and stop: ``check_same`` (all ranks run the same configuration on the same data),
-   ``main_first`` (data preparation once), ``abort_on_error`` (an exception on one rank ends
+   ``main_first`` (data preparation once), ``run_command`` (an exception on one rank ends
    the whole job at once instead of leaving the others waiting in a collective forever).
 
 What crosses the network per step without ZeRO: one allreduce of all gradients (4 bytes per
@@ -28,6 +28,7 @@ parameter, float32); a ring allreduce sends and receives 2 (N-1)/N times that pe
 sends the same amount (reduce-scatter + allgather = the two halves of a ring allreduce).
 """
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,11 +39,12 @@ import traceback
 import numpy as np
 
 from . import optim
+from .config import run_command as run_one_process
 from .tensor import on_grad_final
 from .training import Hooks
 
 # environment variables that MPI launchers set in every process they start:
-# MPICH/Hydra and Intel MPI (PMI_*), Open MPI (OMPI_COMM_WORLD_*), PMIx-based launchers, Slurm
+# MPICH/Hydra, Intel MPI and Slurm's srun (PMI_*), Open MPI (OMPI_COMM_WORLD_*), PMIx, MVAPICH
 RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "MV2_COMM_WORLD_RANK")
 SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -100,16 +102,12 @@ class World:
         self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         return float(buf) if buf.ndim == 0 else buf
 
-    def any(self, flag):
-        """True on every rank if flag is true on some rank (Ctrl-C seen by one rank stops all)."""
-        return bool(self.sum(1.0 if flag else 0.0) > 0)
-
     def barrier(self):
         if self.comm is not None:
             self.comm.Barrier()
 
-    def gather_bytes(self, data):
-        """Every rank's bytes, on every rank (small things only: hashes, names)."""
+    def allgather(self, data):
+        """Every rank's small Python value (a hash, a name), on every rank."""
         if self.comm is None:
             return [data]
         return self.comm.allgather(data)
@@ -189,7 +187,7 @@ class _MainFirst:
 
     def __exit__(self, exc_type, *rest):
         if exc_type is not None:
-            return False             # abort_on_error ends the job
+            return False             # run_command ends the job
         if self.world.is_main:
             self.world.barrier()     # release the others
         return False
@@ -213,7 +211,7 @@ def check_same(world, what, fingerprint_value):
     collectives only need equal buffer sizes) and silently average gradients of different
     problems, so this is checked once at the start, and every rank raises the same error.
     """
-    values = world.gather_bytes(fingerprint_value)
+    values = world.allgather(fingerprint_value)
     odd = [r for r, v in enumerate(values) if v != values[0]]
     if odd:
         raise DistributedError(
@@ -235,7 +233,6 @@ def run_command(prog, body, argv=None):
     traceback for a bug, prefixed by the rank) and MPI_Abort ends the job with its code.
     DistributedError is the exception: every rank raises it together, rank 0 prints it once.
     """
-    from .config import run_command as run_one
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         world = init()
@@ -243,7 +240,7 @@ def run_command(prog, body, argv=None):
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     if world.size == 1:
-        return run_one(prog, body, argv)
+        return run_one_process(prog, body, argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
@@ -270,7 +267,8 @@ def hooks_for(cfg):
     """The training loop's hooks for this process: training.Hooks() when alone, else
     DataParallel after checking that every rank runs the same configuration.
 
-    cfg needs grad_accum_steps, zero and bucket_mb (TrainConfig, FinetuneConfig).
+    cfg: a config dataclass with grad_accum_steps, and zero and bucket_mb where it offers
+    them (TrainConfig does; without them: no ZeRO, 25 MB buckets).
     """
     zero, bucket_mb = getattr(cfg, "zero", 0), getattr(cfg, "bucket_mb", 25.0)
     if zero not in (0, 1):
@@ -281,7 +279,6 @@ def hooks_for(cfg):
     w = init()
     if w.size == 1:
         return Hooks()
-    import dataclasses
     check_same(w, "configuration", fingerprint(dataclasses.asdict(cfg)))
     split_micro_batches(w, cfg.grad_accum_steps)       # a clear error when N does not divide
     return DataParallel(w, zero=zero, bucket_mb=bucket_mb)
