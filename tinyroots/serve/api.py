@@ -174,12 +174,15 @@ class Server:
         open_choices = len(choices)
         try:
             while open_choices:
-                try:
-                    c, event = await asyncio.wait_for(queue.get(), 1.0)
-                except asyncio.TimeoutError:
-                    if watch and await request.is_disconnected():
-                        return
-                    continue
+                if not watch:                # no timer per token: the common, streaming case
+                    c, event = await queue.get()
+                else:
+                    try:
+                        c, event = await asyncio.wait_for(queue.get(), 1.0)
+                    except asyncio.TimeoutError:
+                        if await request.is_disconnected():
+                            return
+                        continue
                 if event[0] == "token":
                     yield self._on_token(c, event[1], event[2])
                     continue
