@@ -159,3 +159,53 @@ def test_pad_batch_and_sampler():
     s.next()
     assert s.epoch == 1
     json.dumps(ids.tolist())
+
+
+# ---------------------------------------------------------------------------------------------
+# PII redaction of fine-tuning data (--redact-pii)
+
+PII_ROWS = {
+    "classify": {"text": "mail me at jane.doe@example.com or call +1 415 555 0134",
+                 "label": "contact"},
+    "translate": {"source": "write to bob@example.org", "target": "écris à bob@example.org"},
+    "lm": {"text": "server 192.168.10.24 answered"},
+    "chat": {"messages": [{"role": "user", "content": "my e-mail is ann@example.net"},
+                          {"role": "assistant", "content": "Thanks, ann@example.net noted."}]},
+}
+
+
+@pytest.mark.parametrize("task", sorted(PII_ROWS))
+def test_redact_pii_rewrites_every_text_field(task, tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(PII_ROWS[task]) + "\n")
+    said = []
+    plain, _ = read_examples(str(path), task)
+    redacted, _ = read_examples(str(path), task, redact_pii=True, log=said.append)
+    text = json.dumps(redacted)
+    assert "@example" not in text and "555 0134" not in text and "192.168" not in text
+    assert "<EMAIL>" in text or "<IP_ADDRESS>" in text
+    assert json.dumps(plain) != text                      # off by default: data as given
+    assert any("PII redaction replaced" in line and "<" in line for line in said), said
+
+
+def test_redact_pii_through_finetune(tmp_path):
+    from test_finetune import cfg, make_pretrained
+    from tinyroots.finetune import finetune
+    rows = [{"text": f"reach me at user{i}@example.com please", "label": "contact"}
+            for i in range(8)] + [{"text": "nothing personal here", "label": "other"}] * 8
+    train = tmp_path / "t.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    said = []
+    finetune(cfg("classify", make_pretrained(tmp_path / "pre"), (str(train), str(train)),
+                 tmp_path / "run", max_steps=2, eval_interval=1, redact_pii=True),
+             out=said.append)
+    assert any(f"{train}: PII redaction replaced 8 <EMAIL>" in line for line in said), said
+
+
+def test_deeply_nested_json_line_is_a_bad_line_not_a_crash(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok", "label": "a"}\n' + "[" * 200_000 + "\n")
+    with pytest.raises(DataError, match="line 2: invalid JSON here .*nested"):
+        read_examples(str(path), "classify")
+    examples, skipped = read_examples(str(path), "classify", bad_lines="skip", log=lambda m: 0)
+    assert len(examples) == 1 and skipped[0][0] == 2
