@@ -117,7 +117,7 @@ class TransformersEngine:
             self.running = 0
 
 
-def main(engine_name, model_name, port, threads):
+def main(engine_name, model_name, port, threads, rows_per_pass=8):
     import uvicorn
 
     from tinyroots.serve import ServeConfig, create_app
@@ -139,10 +139,12 @@ def main(engine_name, model_name, port, threads):
                                       for k in missing), (missing, unexpected)
         engine = TransformersEngine(hf)
     app = create_app(model, tokenizer_for(model_name),
-                     ServeConfig(model_name=model_name, max_running=16, max_waiting=64),
+                     ServeConfig(model_name=model_name, max_running=16, max_waiting=64,
+                                 rows_per_pass=rows_per_pass),
                      engine=engine)
     uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")).run()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+         *map(int, sys.argv[5:6]))

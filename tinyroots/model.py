@@ -322,17 +322,19 @@ class RowCaches:
 ROWS_PER_PASS = 8
 
 
-def decode_rows(model, next_ids, caches):
+def decode_rows(model, next_ids, caches, rows_per_pass=ROWS_PER_PASS):
     """One decoding step of rows that each keep their own KVCache.
 
     next_ids (B,) int: each row's newest token; caches: B KVCaches (B = 1 each), which gain one
     position. -> logits (B, V) for each row's next token. The rows go through the model
-    ROWS_PER_PASS at a time (see above), so a row's result does not depend on its neighbours.
+    rows_per_pass at a time: with the default (see above) a row's result does not depend on its
+    neighbours; more rows per pass read the weights fewer times, and a row's logits may then
+    differ from its logits alone in the last bits (greedy ties can break the other way).
     """
     out = []
-    for i in range(0, len(caches), ROWS_PER_PASS):
-        rows = RowCaches(caches[i:i + ROWS_PER_PASS])
-        ids = np.asarray(next_ids[i:i + ROWS_PER_PASS], dtype=np.int64)[:, None]   # (b, 1)
+    for i in range(0, len(caches), rows_per_pass):
+        rows = RowCaches(caches[i:i + rows_per_pass])
+        ids = np.asarray(next_ids[i:i + rows_per_pass], dtype=np.int64)[:, None]   # (b, 1)
         out.append(model.forward(ids, kv_cache=rows, last_only=True).logits.data[:, -1, :])
     return np.concatenate(out, axis=0)                                             # (B, V)
 

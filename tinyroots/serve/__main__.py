@@ -28,6 +28,7 @@ class ServeArgs:
     api_key: str = ""                  # require 'Authorization: Bearer KEY' (or TINYROOTS_API_KEY)
     model_name: str = ""               # the model id clients send; default: the directory name
     max_running: int = 16              # sequences decoded together in one batch
+    rows_per_pass: int = 8             # rows per pass through the weights; 8: exact (see README)
     max_waiting: int = 64              # sequences queued beyond those; more is HTTP 429
     max_n: int = 8                     # the largest n (choices per request)
     max_body: int = 1048576            # largest request body in bytes; more is HTTP 413
@@ -39,7 +40,7 @@ class ServeArgs:
             raise ConfigError(f"ServeArgs: 'which' must be best or last, got {self.which!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"ServeArgs: 'port' must be in 0..65535, got {self.port}")
-        for name in ("max_running", "max_waiting", "max_n", "max_body"):
+        for name in ("max_running", "max_waiting", "max_n", "max_body", "rows_per_pass"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ServeArgs: '{name}' must be >= 1, got {getattr(self, name)}")
         if not self.shutdown_timeout >= 0:
@@ -82,7 +83,8 @@ def main(argv=None):
               "this port can use the model (set --api-key or TINYROOTS_API_KEY)", file=sys.stderr)
     app = create_app(model, tokenizer, ServeConfig(
         model_name=name, api_key=key, max_running=cfg.max_running,
-        max_waiting=cfg.max_waiting, max_n=cfg.max_n, max_body=cfg.max_body))
+        max_waiting=cfg.max_waiting, max_n=cfg.max_n, max_body=cfg.max_body,
+        rows_per_pass=cfg.rows_per_pass))
     server = QuietServer(uvicorn.Config(
         app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on",
         timeout_graceful_shutdown=cfg.shutdown_timeout))

@@ -31,9 +31,10 @@ class ServeConfig:
     """What create_app needs besides the model: names, limits and the key."""
 
     def __init__(self, model_name="tinyroots", api_key=None, max_running=16, max_waiting=64,
-                 max_n=8, max_body=1 << 20):
+                 max_n=8, max_body=1 << 20, rows_per_pass=8):
         self.model_name, self.api_key = model_name, api_key or None
         self.max_running, self.max_waiting = max_running, max_waiting
+        self.rows_per_pass = rows_per_pass
         self.max_n, self.max_body = max_n, max_body
 
 
@@ -99,7 +100,8 @@ class Server:
     def __init__(self, model, tokenizer, config, engine=None):
         self.model, self.tokenizer, self.cfg = model, tokenizer, config
         self.block = model.config.block_size
-        self.engine = engine or Engine(model, config.max_running, config.max_waiting)
+        self.engine = engine or Engine(model, config.max_running, config.max_waiting,
+                                       config.rows_per_pass)
         specials = getattr(tokenizer, "special_tokens", {}) or {}
         self.special_ids = set(specials.values())
         self.eot = getattr(tokenizer, "eot_token_id", None)

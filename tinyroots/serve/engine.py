@@ -14,13 +14,14 @@ arithmetic independent of its neighbours). The loop knows token ids only; text, 
 the HTTP shapes live in api.py.
 """
 
+import sys
 import threading
 from collections import deque
 
 import numpy as np
 
 from .. import kernels
-from ..model import KVCache, decode_rows, sample_next, warp_logits
+from ..model import ROWS_PER_PASS, KVCache, decode_rows, sample_next, warp_logits
 from ..tensor import no_grad
 
 
@@ -67,8 +68,9 @@ class Engine:
         engine.stop(timeout)         # cancels what is left, joins the thread
     """
 
-    def __init__(self, model, max_running=16, max_waiting=64):
+    def __init__(self, model, max_running=16, max_waiting=64, rows_per_pass=ROWS_PER_PASS):
         self.model = model.eval()
+        self.rows_per_pass = rows_per_pass    # see model.decode_rows: the default is exact
         self.max_running, self.max_waiting = max_running, max_waiting
         self.waiting = deque()
         self.running = []
@@ -81,6 +83,11 @@ class Engine:
         self.thread = threading.Thread(target=self._loop, name="tinyroots-decode", daemon=True)
 
     def start(self):
+        # subtle: every kernel call releases the GIL and takes it back; while the HTTP thread
+        # holds it (streaming 16 responses), Python makes the taker wait up to the switch
+        # interval, 5 ms by default -- on each of a step's hundred kernel calls. 0.2 ms keeps
+        # the decoding thread's waits short (measured: see bench/bench_serve.py).
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0002))
         self.thread.start()
         return self
 
@@ -160,7 +167,7 @@ class Engine:
             return
         try:
             logits = decode_rows(self.model, [s.tokens[-1] for s in batch],
-                                 [s.cache for s in batch])                  # (B, V)
+                                 [s.cache for s in batch], self.rows_per_pass)  # (B, V)
         except Exception as exc:     # noqa: BLE001
             for s in batch:
                 self._fail(s, exc)
