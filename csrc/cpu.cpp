@@ -14,7 +14,9 @@ const char* simd_isa() {
     static const char* isa = [] {
         const CpuFeatures f = cpu_features();
         const char* cap = std::getenv("TINYROOTS_ISA");  // lets tests force a narrower path
-        const bool allow512 = !cap || std::strcmp(cap, "avx512") == 0;
+        // amx and avx512bf16 name a bf16 path (gemm_bf16.h); the float32 kernels keep AVX-512
+        const bool allow512 = !cap || std::strcmp(cap, "avx512") == 0 ||
+                              std::strcmp(cap, "avx512bf16") == 0 || std::strcmp(cap, "amx") == 0;
         const bool allow2 = allow512 || std::strcmp(cap, "avx2") == 0;
         if (f.avx512f && allow512) return "avx512";
         if (f.avx2_fma && allow2) return "avx2";

@@ -8,7 +8,8 @@
 //       of 16 columns' pairs, 64 bytes each, read here with a 128-byte row stride) consume.
 //   A sliver, mr rows, for VDPBF16PS and portable: the same pairs layout with mr rows in place
 //       of NR columns: one 32-bit broadcast gives a row's (k even, k odd) pair.
-//   A sliver for AMX (mr = 32): row-major dst[r * kcp + k]: an A tile is 16 rows x 32 k.
+//   A sliver for AMX (mr = 32): 32 x 32 slices one after another, dst[(k/32)*1024 + r*32 + k%32]:
+//       an A tile (16 rows x 32 k) is 1 KB in one piece.
 #pragma once
 
 #include <cstdint>

@@ -32,7 +32,7 @@
 // Not functions: attributes marking code the compiler may emit these instructions for.
 #define TR_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2")))
 #define TR_AMX \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2,amx-tile,amx-bf16")))
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma,avx2,amx-tile,amx-bf16,prfchw")))
 
 namespace tinyroots {
 namespace bf16_detail {
@@ -97,6 +97,34 @@ TR_BF16 inline __m512i load32_as_pairs(const View& v, int64_t offset, int64_t co
                                         _mm512_maskz_loadu_ps(lo, f));
 }
 
+// Transposes 16 x 16 32-bit words in registers: afterwards w[c] lane i is what w[i] lane c was.
+// Three rounds: 32-bit and 64-bit interleaves within each 128-bit lane (w[4i + j] then holds
+// rows 4i..4i+3 of the columns 4L + j, L the 128-bit lane), then 128-bit lane shuffles.
+TR_BF16 __attribute__((always_inline)) inline void transpose16(__m512i (&w)[16]) {
+    __m512i t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(w[2 * i], w[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(w[2 * i], w[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        w[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+        w[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+        w[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        w[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    for (int j = 0; j < 4; j++) {
+        const __m512i a = _mm512_shuffle_i32x4(w[j], w[4 + j], 0x88);
+        const __m512i b = _mm512_shuffle_i32x4(w[j], w[4 + j], 0xDD);
+        const __m512i c = _mm512_shuffle_i32x4(w[8 + j], w[12 + j], 0x88);
+        const __m512i d = _mm512_shuffle_i32x4(w[8 + j], w[12 + j], 0xDD);
+        t[j] = _mm512_shuffle_i32x4(a, c, 0x88);       // column j
+        t[8 + j] = _mm512_shuffle_i32x4(a, c, 0xDD);   // column 8 + j
+        t[4 + j] = _mm512_shuffle_i32x4(b, d, 0x88);   // column 4 + j
+        t[12 + j] = _mm512_shuffle_i32x4(b, d, 0xDD);  // column 12 + j
+    }
+    for (int i = 0; i < 16; i++) w[i] = t[i];
+}
+
 // The pairs layout (gemm_bf16_kernels.h), dst32[p * R + r] = (v(r, 2p), v(r, 2p + 1)).
 template <int R>
 TR_BF16 void pack_pairs_simd(bf16* dst, const View& v, int rows, int64_t kc, int64_t kcp) {
@@ -120,16 +148,18 @@ TR_BF16 void pack_pairs_simd(bf16* dst, const View& v, int rows, int64_t kc, int
         pack_pairs<R>(dst, v, rows, kc, kcp);
         return;
     }
-    // k contiguous along each source row: 32 k of row r are 16 pairs, scattered R words apart
-    const __m512i apart = _mm512_mullo_epi32(_mm512_set1_epi32(R),
-                                             _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7,
-                                                              6, 5, 4, 3, 2, 1, 0));
-    for (int r = 0; r < rows; r++)
-        for (int64_t k = 0; k < kcp; k += KB)
-            _mm512_i32scatter_epi32(d + (k / 2) * R + r, apart,
-                                    load32_as_pairs(v, r * v.rs + k, kc - k), 4);
-    for (int64_t p = 0; p < kcp / 2; p++)
-        for (int r = rows; r < R; r++) d[p * R + r] = 0u;
+    // k contiguous along each source row: 32 k of a row are 16 pairs; 16 rows of them,
+    // transposed in registers, are 16 k-pairs of 16 rows each
+    for (int64_t k = 0; k < kcp; k += KB)
+        for (int r0 = 0; r0 < R; r0 += 16) {
+            __m512i w[16];
+            for (int r = 0; r < 16; r++)
+                w[r] = r0 + r < rows ? load32_as_pairs(v, (r0 + r) * v.rs + k, kc - k)
+                                     : _mm512_setzero_si512();
+            transpose16(w);
+            const __mmask16 out = first_lanes(R - r0);
+            for (int p = 0; p < 16; p++) _mm512_mask_storeu_epi32(d + (k / 2 + p) * R + r0, out, w[p]);
+        }
 }
 
 TR_BF16 void bf16_pack_a(bf16* dst, const View& A, int rows, int64_t kc, int64_t kcp) {
@@ -227,37 +257,42 @@ TR_BF16 void small_nt(int m, int64_t n, int64_t K, const float* A, int64_t lda, 
 
 // ---- AMX -------------------------------------------------------------------------------------
 
-// A sliver row-major, dst[r * kcp + k], rows zero-padded to AMX_MR.
+// A sliver, one AMX A tile pair after another: for each 32-wide slice of k, the 32 rows of
+// that slice (64 bytes each), dst[(k / 32) * 1024 + r * 32 + k % 32], rows zero-padded to
+// AMX_MR. Each tile is then 1 KB in one piece and the kernel reads the sliver front to back,
+// the order the L2 prefetchers follow (row-major rows kcp apart streamed half as fast).
 TR_AMX void amx_pack_a(bf16* dst, const View& A, int rows, int64_t kc, int64_t kcp) {
+    constexpr int64_t BLOCK = AMX_MR * KB;  // bf16 elements per k slice of the sliver
     if (A.cs == 1) {  // k contiguous: convert each row 32 values at a time
         for (int r = 0; r < rows; r++)
             for (int64_t k = 0; k < kcp; k += KB)
-                _mm512_storeu_si512(dst + r * kcp + k, load32_as_pairs(A, r * A.rs + k, kc - k));
-    } else if (A.rs == 1) {  // rows contiguous (A^T stored): pairs of k, scattered to each row
-        uint32_t* d = reinterpret_cast<uint32_t*>(dst);
-        const int64_t words = kcp / 2;  // 32-bit words per packed row
-        const __m512i apart = _mm512_mullo_epi32(
-            _mm512_set1_epi32((int)words),
-            _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0));
-        for (int64_t p = 0; p < words; p++) {
-            const int64_t k = 2 * p;
+                _mm512_storeu_si512(dst + (k / KB) * BLOCK + r * KB,
+                                    load32_as_pairs(A, r * A.rs + k, kc - k));
+    } else if (A.rs == 1) {  // rows contiguous (A^T stored): pairs of k, then transposed
+        for (int64_t k = 0; k < kcp; k += KB)
             for (int r0 = 0; r0 < rows; r0 += 16) {
                 const __mmask16 in = first_lanes(rows - r0);
-                const __m512i lo = k < kc ? load16_as_words(A, k * A.cs + r0, in)
-                                          : _mm512_setzero_si512();
-                const __m512i hi = k + 1 < kc ? load16_as_words(A, (k + 1) * A.cs + r0, in)
-                                              : _mm512_setzero_si512();
-                _mm512_mask_i32scatter_epi32(d + r0 * words + p, in, apart,
-                                             _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)), 4);
+                __m512i w[16];  // w[p] lane r: the pair (k + 2p, k + 2p + 1) of row r0 + r
+                for (int p = 0; p < 16; p++) {
+                    const int64_t kk = k + 2 * p;
+                    const __m512i lo = kk < kc ? load16_as_words(A, kk * A.cs + r0, in)
+                                               : _mm512_setzero_si512();
+                    const __m512i hi = kk + 1 < kc ? load16_as_words(A, (kk + 1) * A.cs + r0, in)
+                                                   : _mm512_setzero_si512();
+                    w[p] = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+                }
+                transpose16(w);  // w[r] lane p
+                for (int r = 0; r < 16; r++)
+                    _mm512_storeu_si512(dst + (k / KB) * BLOCK + (r0 + r) * KB, w[r]);
             }
-        }
     } else {
         for (int r = 0; r < rows; r++)
             for (int64_t k = 0; k < kcp; k++)
-                dst[r * kcp + k] = k < kc ? round_bf16(A.at(r, k)) : (bf16)0;
+                dst[(k / KB) * BLOCK + r * KB + k % KB] = k < kc ? round_bf16(A.at(r, k)) : 0;
     }
-    for (int r = rows; r < AMX_MR; r++)
-        for (int64_t k = 0; k < kcp; k++) dst[r * kcp + k] = 0;
+    for (int64_t k = 0; k < kcp; k += KB)
+        for (int r = rows; r < AMX_MR; r++)
+            _mm512_storeu_si512(dst + (k / KB) * BLOCK + r * KB, _mm512_setzero_si512());
 }
 
 // The tile configuration (palette 1): 8 tiles of 16 rows x 64 bytes.
@@ -276,7 +311,7 @@ TR_AMX void amx_begin() {
 
 TR_AMX void amx_end() { _tile_release(); }
 
-// C[0:m, 0:n] (+)= Ap (32 x kcp, row-major) @ Bp (pairs, kcp/2 x 32 x 2). A tile of C that is
+// C[0:m, 0:n] (+)= Ap (32 x kcp, in 32 x 32 slices) @ Bp (pairs, kcp/2 x 32 x 2). A tile of C that is
 // only partly inside the matrix goes through a 32 x 32 buffer.
 TR_AMX void amx_tile(int64_t kcp, const bf16* Ap, const bf16* Bp, float* C, int64_t ldc, int m,
                      int n, bool load_c) {
@@ -297,11 +332,17 @@ TR_AMX void amx_tile(int64_t kcp, const bf16* Ap, const bf16* Bp, float* C, int6
         _tile_zero(1);
         _tile_zero(2);
         _tile_zero(3);
+        // C is only written: ask for its 64 lines now, so that their trip from memory overlaps
+        // the products instead of stalling the stores (a K of 384 is under 800 cycles of work)
+        for (int i = 0; i < m; i++) {
+            _m_prefetchw(C + i * ldc);
+            _m_prefetchw(C + i * ldc + 16);
+        }
     }
-    const int64_t a_stride = kcp * 2;  // bytes between rows of the A sliver
     for (int64_t k = 0; k < kcp; k += KB) {
-        _tile_loadd(4, Ap + k, a_stride);                 // rows 0-15, k .. k+31
-        _tile_loadd(5, Ap + 16 * kcp + k, a_stride);      // rows 16-31
+        const bf16* a = Ap + k * AMX_MR;                  // this k slice of the sliver
+        _tile_loadd(4, a, KB * 2);                        // rows 0-15, k .. k+31
+        _tile_loadd(5, a + 16 * KB, KB * 2);              // rows 16-31
         _tile_loadd(6, Bp + k * NR, 2 * NR * 2);          // k-pairs k/2 .. k/2+15, columns 0-15
         _tile_loadd(7, Bp + k * NR + 32, 2 * NR * 2);     // columns 16-31
         _tile_dpbf16ps(0, 4, 6);
