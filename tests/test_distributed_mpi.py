@@ -241,13 +241,15 @@ def test_finetune_on_two_processes_gives_the_one_process_run(one_process, tmp_pa
             "--batch-size", "2", "--max-length", "16", "--eval-interval", "3",
             "--learning-rate", "3e-3", "--progress", "false"]
     runs = {}
-    for n in (1, 2):
-        cmd = [sys.executable, "-m", "tinyroots.finetune", *args,
-               "--out-dir", str(tmp_path / f"n{n}")]
+    for n, zero in ((1, "0"), (2, "0"), (2, "1")):
+        out = tmp_path / f"n{n}-zero{zero}"
+        cmd = [sys.executable, "-m", "tinyroots.finetune", *args, "--zero", zero,
+               "--out-dir", str(out)]
         if n > 1:
             cmd = [MPIEXEC, "-n", str(n), *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env(),
                               cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        runs[n] = metrics(tmp_path / f"n{n}")
-    assert_same_run(runs[1], runs[2], keys=("val_loss", "train_loss"))
+        runs[n, zero] = metrics(out)
+    for two in (runs[2, "0"], runs[2, "1"]):
+        assert_same_run(runs[1, "0"], two, keys=("val_loss", "train_loss"))

@@ -88,6 +88,9 @@ class FinetuneConfig:
     # output
     seed: int = 1337                   # seeds data order, augmentation, dropout, new weights
     num_threads: int = 0               # kernel threads; 0: OMP_NUM_THREADS or all cores
+    # several processes (mpiexec -n N python -m tinyroots.finetune ...)
+    zero: int = 0                      # 1: ZeRO-1, each process keeps 1/N of AdamW's moments
+    bucket_mb: float = 25.0            # gradients travel in buckets of about this many MB
     dtype: str = "fp32"                # bf16: mixed precision, the products in bf16 (ops.autocast)
     save: bool = True                  # write the checkpoint (tuning trials may skip it)
     overwrite: bool = False            # replace a saved run in out_dir (else: an error)
