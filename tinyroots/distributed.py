@@ -267,8 +267,8 @@ def hooks_for(cfg):
     """The training loop's hooks for this process: training.Hooks() when alone, else
     DataParallel after checking that every rank runs the same configuration.
 
-    cfg: a config dataclass with grad_accum_steps, and zero and bucket_mb where it offers
-    them (TrainConfig does; without them: no ZeRO, 25 MB buckets).
+    cfg: a config dataclass with grad_accum_steps, zero and bucket_mb (TrainConfig and
+    FinetuneConfig; a config without the last two gets no ZeRO and 25 MB buckets).
     """
     zero, bucket_mb = getattr(cfg, "zero", 0), getattr(cfg, "bucket_mb", 25.0)
     if zero not in (0, 1):
