@@ -110,8 +110,10 @@ def test_chat_message_streams_into_the_page(browser_page):
     reply = tools.js("document.querySelector('.msg.assistant').textContent")
     snaps = [s for s in tools.js("window.snapshots") if s]
     assert reply == REPLY
-    assert len(set(snaps)) >= 3                                  # it grew in several steps
     assert all(REPLY.startswith(s) for s in snaps)               # each a prefix of the reply
+    # streamed: part of the reply was on the page before the rest arrived (pieces that reach
+    # the browser in one network read are drawn together, so how many steps varies)
+    assert any(s != REPLY for s in snaps) and snaps[-1] == REPLY
     assert tools.js("document.querySelectorAll('.msg.assistant .tok').length") >= 3
     # the probabilities toggle: hovering a token shows its top next-token probabilities
     tools.js("document.getElementById('showprobs').click(); "
