@@ -93,6 +93,11 @@ def browser_page(tmp_path_factory):
 
 def test_chat_message_streams_into_the_page(browser_page):
     tools, server = browser_page
+    # the tiny model writes its whole reply in milliseconds, faster than the page reads; a slow
+    # network (2 kB/s, DevTools' throttling) spreads the chunks out so the growth is visible
+    tools.call("Network.enable")
+    tools.call("Network.emulateNetworkConditions", offline=False, latency=0,
+               downloadThroughput=2000, uploadThroughput=-1)
     # record the reply's text at every change: streamed text grows piece by piece
     tools.js("""window.snapshots = [];
         new MutationObserver(() => { const b = document.querySelector('.msg.assistant');
@@ -111,8 +116,7 @@ def test_chat_message_streams_into_the_page(browser_page):
     snaps = [s for s in tools.js("window.snapshots") if s]
     assert reply == REPLY
     assert all(REPLY.startswith(s) for s in snaps)               # each a prefix of the reply
-    # streamed: part of the reply was on the page before the rest arrived (pieces that reach
-    # the browser in one network read are drawn together, so how many steps varies)
+    # streamed: part of the reply was on the page before the rest arrived
     assert any(s != REPLY for s in snaps) and snaps[-1] == REPLY
     assert tools.js("document.querySelectorAll('.msg.assistant .tok').length") >= 3
     # the probabilities toggle: hovering a token shows its top next-token probabilities
