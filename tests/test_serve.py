@@ -215,9 +215,12 @@ def test_sigterm_lets_running_requests_finish_and_exits_0(slow_model):
 
     t = threading.Thread(target=short)
     t.start()
-    assert wait_for(lambda: s.health()["running"] == 1, 60)
-    s.proc.send_signal(signal.SIGTERM)
-    assert s.proc.wait(90) == 0
+    try:
+        assert wait_for(lambda: s.health()["running"] == 1, 60)
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(90) == 0
+    finally:
+        s.stop()                                     # a no-op once it has exited
     t.join(10)
     assert results["short"].status_code == 200                            # finished
     assert results["short"].json()["usage"]["completion_tokens"] == 20
@@ -227,10 +230,13 @@ def test_sigterm_lets_running_requests_finish_and_exits_0(slow_model):
 
 def test_sigterm_cancels_what_outlasts_the_grace_time_and_exits_0(slow_model):
     s = ServerProcess(slow_model, "--shutdown-timeout", "0.5")
-    c, long_stream, lines = open_stream(s.url)       # 900 tokens: seconds, even when idle
-    t0 = time.time()
-    s.proc.send_signal(signal.SIGTERM)
-    assert s.proc.wait(90) == 0
+    try:
+        c, long_stream, lines = open_stream(s.url)   # 900 tokens: seconds, even when idle
+        t0 = time.time()
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(90) == 0
+    finally:
+        s.stop()                                     # a no-op once it has exited
     assert time.time() - t0 < 60                     # bounded, not the 900 tokens
     try:
         rest = [line for line in lines if line.startswith("data: {")]
