@@ -16,11 +16,13 @@ HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "bleu": True, "val_loss": Fals
 # Each task's own defaults, on top of the dataclass's: the settings with which README's and
 # examples/README.md's recipes reach their stated figures from the 4-layer pre-trained model
 # (bench/bench_finetune.py measures them). A chat dialogue or a translation pair is longer than
-# a classified message, so those tasks get a 256-token context and more steps.
+# a classified message, so those tasks get a 256-token context and more steps. Chat with LoRA
+# adapts every projection (attention and MLP): on the 4x128 model, r=8 on attention alone was at
+# val loss 2.65 after 200 steps, on all of them 1.42 (full fine-tuning: 0.23 after 100).
 TASK_DEFAULTS = {
     "classify": {"learning_rate": 1e-3, "max_steps": 300, "eval_interval": 50},
     "chat": {"learning_rate": 1e-3, "max_steps": 600, "eval_interval": 100, "block_size": 256,
-             "batch_size": 8},
+             "batch_size": 8, "lora_targets": "all"},
     "translate": {"learning_rate": 1e-3, "max_steps": 800, "eval_interval": 100},
     "lm": {},
 }
