@@ -206,26 +206,38 @@ TR_BF16 inline __m512 load16_bf16(const bf16* p, __mmask16 mask) {
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p)), 16));
 }
 
-// C[0:m, 0:n] = A[0:m, 0:kc] @ B[0:kc, 0:n]. Row by row of B, each one sequential stream, into
-// C rows that stay in L1; 4 rows of B per pass over C, so C is loaded and stored once per 4.
+// C[0:m, 0:n] = A[0:m, 0:kc] @ B[0:kc, 0:n]. The kc rows of B are cut into 4 segments, and each
+// pass over C takes one row from each: 4 long sequential streams (a segment read front to
+// back), which the hardware prefetchers follow; 4 neighbouring rows at a time restart their
+// streams every pass. C's rows stay in L1 and are loaded and stored once per 4 rows of B; the
+// next row of each segment is prefetched a pass ahead.
 TR_BF16 void small_nn(int m, int64_t n, int64_t kc, const float* A, int64_t lda, const bf16* B,
                       int64_t ldb, float* C, int64_t ldc) {
     for (int i = 0; i < m; i++)
         for (int64_t j = 0; j < n; j++) C[i * ldc + j] = 0.0f;
-    for (int64_t k = 0; k < kc; k += 4) {
-        const int rows = (int)std::min<int64_t>(4, kc - k);
-        float a[SMALL_M][4];  // A[i, k:k+4], zeros past kc
+    const int64_t seg = (kc + 3) / 4;  // rows per segment
+    for (int64_t s = 0; s < seg; s++) {
+        int64_t k[4];
+        bool in[4];
+        for (int q = 0; q < 4; q++) {
+            k[q] = q * seg + s;
+            in[q] = k[q] < kc;
+        }
+        float a[SMALL_M][4];  // A[i, k[q]], zero for a row past kc
         for (int i = 0; i < m; i++)
-            for (int r = 0; r < 4; r++) a[i][r] = r < rows ? A[i * lda + k + r] : 0.0f;
-        const bf16* b = B + k * ldb;
+            for (int q = 0; q < 4; q++) a[i][q] = in[q] ? A[i * lda + k[q]] : 0.0f;
         for (int64_t j = 0; j < n; j += 16) {
             const __mmask16 mask = first_lanes(n - j);
             __m512 w[4];
-            for (int r = 0; r < 4; r++)
-                w[r] = r < rows ? load16_bf16(b + r * ldb + j, mask) : _mm512_setzero_ps();
+            for (int q = 0; q < 4; q++) {
+                const bf16* row = B + k[q] * ldb + j;
+                if (in[q] && j % 32 == 0 && s + 1 < seg)
+                    _mm_prefetch(reinterpret_cast<const char*>(row + ldb), _MM_HINT_T0);
+                w[q] = in[q] ? load16_bf16(row, mask) : _mm512_setzero_ps();
+            }
             for (int i = 0; i < m; i++) {
                 __m512 c = _mm512_maskz_loadu_ps(mask, C + i * ldc + j);
-                for (int r = 0; r < 4; r++) c = _mm512_fmadd_ps(_mm512_set1_ps(a[i][r]), w[r], c);
+                for (int q = 0; q < 4; q++) c = _mm512_fmadd_ps(_mm512_set1_ps(a[i][q]), w[q], c);
                 _mm512_mask_storeu_ps(C + i * ldc + j, mask, c);
             }
         }
