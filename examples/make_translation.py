@@ -223,7 +223,7 @@ def write_jsonl(path, rows):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    train = pairs(800, random.Random(11))
+    train = pairs(3000, random.Random(11))
     val = pairs(120, random.Random(12), exclude={r["source"] for r in train})
     write_jsonl(os.path.join(OUT, "en_fr_train.jsonl"), train)
     write_jsonl(os.path.join(OUT, "en_fr_val.jsonl"), val)
