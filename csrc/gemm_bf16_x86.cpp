@@ -256,8 +256,14 @@ TR_BF16 void small_nt(int m, int64_t n, int64_t K, const float* A, int64_t lda, 
             for (int64_t k = 0; k < K; k += 16) {
                 const __mmask16 mask = first_lanes(K - k);
                 const __m512 a = _mm512_maskz_loadu_ps(mask, A + i * lda + k);
-                for (int r = 0; r < rows; r++)
+                for (int r = 0; r < rows; r++) {
+                    // the next 4 rows, a pass ahead: each row is a short stream (K values),
+                    // too short for the hardware prefetchers to pick up on their own
+                    if (i == 0 && k % 32 == 0 && j + 4 + r < n)
+                        _mm_prefetch(reinterpret_cast<const char*>(Bt + (j + 4 + r) * ldb + k),
+                                     _MM_HINT_T0);
                     acc[r] = _mm512_fmadd_ps(a, load16_bf16(Bt + (j + r) * ldb + k, mask), acc[r]);
+                }
             }
             for (int r = 0; r < rows; r++) {
                 float* c = C + i * ldc + j + r;
