@@ -242,6 +242,8 @@ def resolve_model_dir(path, which="best", required=(CONFIG_NAME,)):
                                                when that is all there is)
         a hub id ('gpt2', 'owner/name')     -> its snapshot in the local Hugging Face cache
     """
+    if which not in ("best", "last"):     # it is joined to the path below
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
     path = os.fspath(path)
     if os.path.isdir(path):
         if all(os.path.isfile(os.path.join(path, r)) for r in required):

@@ -543,9 +543,9 @@ class GPT(Module):
             raise TypeError(f"forward: {name} must be integer token ids, got dtype {ids.dtype}")
         if ids.ndim == 1:
             ids = ids[None, :]
-        if ids.ndim != 2 or ids.shape[1] == 0:
-            raise ValueError(f"forward: {name} must have shape (B, T) with T >= 1, got "
-                             f"{ids.shape}")
+        if ids.ndim != 2 or 0 in ids.shape:     # (0, T) reached numpy's min() of nothing
+            raise ValueError(f"forward: {name} must have shape (B, T) with B >= 1 and T >= 1, "
+                             f"got {ids.shape}")
         V = self.config.vocab_size
         if ids.min() < 0 or ids.max() >= V:
             bad = int(ids.max() if ids.max() >= V else ids.min())

@@ -20,6 +20,7 @@ import sys
 
 from .config import CleanConfig, ConfigError, config_fields, parse_value
 from .langid import LanguageIdError
+from .parallel import MAX_WORKERS
 
 
 def _add_clean_options(parser):
@@ -50,7 +51,7 @@ def _config_from_args(args):
     return cfg.replace(**changes) if changes else cfg
 
 
-def _int_at_least(low):
+def _int_at_least(low, high=None):
     def parse(text):
         try:
             value = int(text)
@@ -59,6 +60,8 @@ def _int_at_least(low):
                 f"expected an integer >= {low}, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"expected an integer <= {high}, got {value}")
         return value
     return parse
 
@@ -76,8 +79,8 @@ def _fraction(text):
 def _common(parser):
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="files, directories (recursive) or globs: .txt, .jsonl, .jsonl.gz")
-    parser.add_argument("--workers", type=_int_at_least(1), default=1,
-                        help="processes (default: 1)")
+    parser.add_argument("--workers", type=_int_at_least(1, MAX_WORKERS), default=1,
+                        help=f"processes, at most {MAX_WORKERS} (default: 1)")
 
 
 def build_parser():

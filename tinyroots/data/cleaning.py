@@ -34,7 +34,7 @@ from .filters import FILTER_REASONS, rejection_reason
 from .hashing import hash64
 from .languages import resolve
 from .normalize import WORD_SPLITTERS, normalize_text, spaced_cjk
-from .parallel import ordered_map
+from .parallel import MAX_WORKERS, ordered_map
 from .pii import redact_pii
 from .wordlists import load_word_list
 
@@ -343,6 +343,9 @@ def check_run_args(out_dir, workers, keep_rejected):
     """Refuse arguments that cannot work before any file is read: one clear ValueError."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers: expected an integer >= 1, got {workers!r}")
+    if workers > MAX_WORKERS:
+        raise ValueError(f"workers: expected at most {MAX_WORKERS} (4 per CPU core), got "
+                         f"{workers}")
     if isinstance(keep_rejected, bool) or not isinstance(keep_rejected, int) \
             or keep_rejected < 0:
         raise ValueError(f"keep_rejected: expected an integer >= 0 (documents per reason), "

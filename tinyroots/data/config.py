@@ -200,6 +200,9 @@ class CleanConfig:
             else:
                 with open(path, encoding="utf-8") as f:
                     values = json.load(f)
+        except RecursionError:       # the JSON and TOML parsers recurse once per nesting level
+            raise ConfigError(f"config file {path!r} is not valid: arrays or tables nested too "
+                              "deeply") from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path!r}: {exc.strerror}") from None
         except ValueError as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors

@@ -30,6 +30,10 @@ STATE_VERSION = 1
 class DataLoader:
     def __init__(self, shards, batch_size, block_size, seed=1337, shuffle=True, split="train"):
         """shards: a directory (its ``{split}_*.bin``), a glob, or a list of shard paths."""
+        for name, value in (("batch_size", batch_size), ("block_size", block_size)):
+            # subtle: int() below would truncate 2.5 to 2, and "8" < 1 is a TypeError
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"DataLoader: {name} must be an integer >= 1, got {value!r}")
         if batch_size < 1 or block_size < 1:
             raise ValueError(f"batch_size and block_size must be >= 1, got {batch_size}, "
                              f"{block_size}")

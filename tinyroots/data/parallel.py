@@ -6,7 +6,12 @@ workers are slower than the reader the whole corpus piles up in memory. Here at 
 """
 
 import multiprocessing as mp
+import os
 from collections import deque
+
+# More worker processes than this only queue for the cores, and each is a fork of this process:
+# --workers 100000 forked until the machine ran out of memory. The commands refuse more.
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
 
 def _context():

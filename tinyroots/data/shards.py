@@ -59,6 +59,10 @@ def read_header(path):
                          f"version {VERSION}")
     if itemsize not in (2, 4):
         raise ShardError(f"shard {path} is corrupt: token size {itemsize} bytes (expected 2 or 4)")
+    # the writer stores uint16 exactly when every id fits: anything else is a damaged header
+    if vocab_size < 1 or dtype_for_vocab(vocab_size).itemsize != itemsize:
+        raise ShardError(f"shard {path} is corrupt: vocab_size {vocab_size} with {itemsize}-byte "
+                         f"tokens (expected 2 bytes up to 65536, else 4)")
     expected = HEADER_BYTES + n_tokens * itemsize
     if size != expected:
         raise ShardError(f"shard {path} is truncated or corrupt: its header promises {n_tokens} "

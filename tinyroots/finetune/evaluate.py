@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .. import kernels
 from ..checkpoint import load_model_and_tokenizer
-from ..config import ConfigError, parse_config
+from ..config import ConfigError, check_common, check_ranges, parse_config
 from ..metrics import accuracy, macro_f1
 from .classify import load_classifier, predict
 from .config import FinetuneConfig
@@ -41,6 +41,15 @@ class EvalConfig:
         for key in ("checkpoint", "data"):
             if not getattr(self, key):
                 raise ConfigError(f"EvalConfig: '{key}' is required (--{key} ...)")
+        if self.which not in ("best", "last"):
+            raise ConfigError(f"EvalConfig: 'which' must be best or last, got {self.which!r}")
+        if self.bad_lines not in ("error", "skip"):
+            raise ConfigError(f"EvalConfig: 'bad_lines' must be error or skip, got "
+                              f"{self.bad_lines!r}")
+        # checked here, before any file is read: batch_size 0 ended in range()'s own message
+        check_ranges(self, {"batch_size": (1, None), "bleu_examples": (0, None),
+                            "max_new_tokens": (1, None)})
+        check_common(self)
 
 
 def evaluate_checkpoint(argv=None, out=sys.stdout):

@@ -25,6 +25,7 @@ as torch.nn.Linear stores them: A (r, in), B (out, r)) with an ``adapter_config.
 r, lora_alpha, lora_dropout and target_modules, apart from the base weights they modify.
 """
 
+import dataclasses
 import os
 
 import numpy as np
@@ -113,6 +114,16 @@ def freeze_blocks(model, k, embeddings=True):
 # vocabulary, context, depth, dropout
 
 
+def _check_fits(model, name, **changes):
+    """Refuse, before anything is allocated, a change after which the weights alone would not
+    fit in this machine's memory (add_blocks(1_000_000) built blocks until memory ran out):
+    GPTConfig's own check, run on the changed configuration."""
+    try:
+        dataclasses.replace(model.config, **changes)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
 def resize_vocab(model, new_size, seed=None):
     """Grow (or shrink) the token embedding table to new_size rows; the tied head follows.
 
@@ -126,6 +137,7 @@ def resize_vocab(model, new_size, seed=None):
     old, C = wte.weight.shape
     if isinstance(new_size, bool) or not isinstance(new_size, (int, np.integer)) or new_size < 1:
         raise ValueError(f"resize_vocab: new_size must be a positive integer, got {new_size!r}")
+    _check_fits(model, "resize_vocab", vocab_size=int(new_size))
     if new_size == old:
         return model
     if new_size < old:
@@ -161,6 +173,7 @@ def resize_context(model, block_size, method="keep"):
     if method not in ("keep", "interpolate"):
         raise ValueError(f"resize_context: method must be 'keep' or 'interpolate', "
                          f"got {method!r}")
+    _check_fits(model, "resize_context", block_size=int(block_size))
     if block_size == old:
         return model
     table = wpe.weight.data
@@ -192,6 +205,7 @@ def add_blocks(model, n=1, init="identity"):
         raise ValueError(f"add_blocks: n must be a positive integer, got {n!r}")
     if init not in ("identity", "random"):
         raise ValueError(f"add_blocks: init must be 'identity' or 'random', got {init!r}")
+    _check_fits(model, "add_blocks", n_layer=model.config.n_layer + int(n))
     cfg = model.config
     cfg.n_layer += int(n)       # GPT-2's residual init scale depends on the new depth
     for _ in range(int(n)):

@@ -92,15 +92,18 @@ def parse_space(name, text, search):
             lo, hi = (float(v) for v in text.split(":"))
         except ValueError:
             raise bad from None
-        if not 0 <= lo < hi:
+        if not 0 <= lo < hi < math.inf or (name == "dropout" and hi > 1):
             raise bad
         return "range", (lo, hi)
     try:
         values = [kind(float(v)) if kind is int else kind(v) for v in text.split(",") if v]
     except ValueError:
         raise bad from None
-    if not values or any(v < 0 for v in values):
+    # subtle: 'nan' and 'inf' parse as floats; checked here, each trial failed on them
+    if not values or not all(0 <= v < math.inf for v in values):
         raise bad
+    if name == "dropout" and max(values) >= 1:
+        raise ConfigError(f"TuneConfig: 'dropout' values must be in [0, 1), got {text!r}")
     return "values", values
 
 

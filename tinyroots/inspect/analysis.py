@@ -104,7 +104,7 @@ def next_token(model, tokenizer, ids, top_k=10, temperature=1.0, out=None):
     f is the logit the model gives token y. ``temperature`` divides the logits first
     (T < 1 sharpens, T > 1 flattens); both distributions are returned.
     """
-    if temperature <= 0:
+    if not temperature > 0:         # NaN too
         raise ValueError(f"--temperature must be > 0, got {temperature}")
     out = out if out is not None else _run(model, ids, last_only=True)
     logits = out.logits.data[0, -1].astype(np.float64)                         # (V,)

@@ -15,6 +15,7 @@ Every subcommand prints a terminal view; --json prints the same data as one JSON
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -190,6 +191,12 @@ def inspect(args, out=None):
     from ..checkpoint import load_model_and_tokenizer
     if args.num_threads:
         kernels.set_num_threads(args.num_threads)
+    # checked before the checkpoint is loaded (--top-k -3 and --temperature nan ran silently)
+    if getattr(args, "top_k", 1) < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    temperature = getattr(args, "temperature", 1.0)
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"--temperature must be a finite number > 0, got {temperature}")
     if args.out and args.command != "report" and not args.out.endswith(".png"):
         raise ValueError(f"--out {args.out}: {args.command} writes a picture, give a .png "
                          "file name")

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from .. import kernels
-from ..config import ConfigError, parse_config
+from ..config import ConfigError, check_common, parse_config
 
 
 @dataclass
@@ -46,6 +46,7 @@ class ServeArgs:
         if not self.shutdown_timeout >= 0:
             raise ConfigError(f"ServeArgs: 'shutdown_timeout' must be >= 0, got "
                               f"{self.shutdown_timeout}")
+        check_common(self)     # num_threads, before the checkpoint is loaded
 
 
 def is_loopback(host):

@@ -43,6 +43,9 @@ class CharTokenizer(TokenizerBase):
         chars = set()
         for chunk in _iter_chunks(text_or_files):
             chars.update(chunk)
+        if not chars:
+            raise ValueError("CharTokenizer.train: the corpus is empty (no characters to make a "
+                             "vocabulary of)")
         tok = cls(sorted(chars), special_tokens)
         if vocab_size is not None and tok.vocab_size > vocab_size:
             raise ValueError(f"the corpus has {tok.vocab_size} distinct characters and special "
