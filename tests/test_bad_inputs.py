@@ -126,6 +126,8 @@ BAD_COMMANDS = [
     ("train", ["--n-head", "3", "--n-embd", "32", "--out-dir", "{d}/t"], 2,
      ["n_embd=32", "n_head=3", "divisible"]),
     ("train", ["--learnin-rate", "1"], 2, ["--learnin-rate"]),
+    ("train", ["--preset", "tiny", "--data", "{d}/deep.jsonl", "--out-dir", "{d}/t"], 2,
+     ["no documents left", "deep.jsonl"]),
     # finetune
     ("finetune", FT + ["--block-size", "1000000000"], 2,
      ["resize_context", "block_size=1000000000", "GiB", "this machine has"]),
@@ -269,6 +271,24 @@ def test_bad_command_lines_are_one_clear_line(command, argv, code, words, run_di
     rc, out, err = run_main(command, fill(argv, run_dir, files), capsys, monkeypatch)
     assert rc == code, err
     one_clear_line(err, fill(words, run_dir, files))
+
+
+def test_a_deeply_nested_line_is_counted_not_a_crash(files, tmp_path, capsys, monkeypatch):
+    """The collector's promise: a malformed record (here 200,000 nested arrays, which end
+    Python's JSON parser in a RecursionError) is counted with its file and line, never a
+    crash, and the good records around it are kept."""
+    mixed = tmp_path / "mixed.jsonl"
+    text = open(os.path.join(os.path.dirname(tr.__file__), "assets", "tinyshakespeare.txt"),
+                encoding="utf-8").read()
+    mixed.write_text(json.dumps({"text": text[:1500]}) + "\n" + DEEP + "\n" + json.dumps(
+        {"text": text[5000:6500]}) + "\n")
+    rc, out, err = run_main("data", ["clean", str(mixed), "-o", str(tmp_path / "o"),
+                                     "--no-language-id", "--no-near-dedup"], capsys, monkeypatch)
+    assert rc in (0, None) and "Traceback" not in err, err
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert f"{mixed}:2: JSON nested too deeply" in report["problems"]
+    kept = (tmp_path / "o" / "clean.jsonl").read_text().splitlines()
+    assert len(kept) == 2
 
 
 # ---------------------------------------------------------------------------------------------
