@@ -425,20 +425,26 @@ class GradientSync:
         """
         if self.world.size == 1:
             return
+        self._reduce_all()
+        self._write_back(self.flags)
+
+    def _reduce_all(self):
+        """Start the buckets backward did not announce (no overlap, or unused parameters),
+        count on how many ranks each parameter got a gradient (a few hundred floats, in
+        self.flags), and wait for every bucket's reduction (_start: allreduce or, in ZeRO-1,
+        reduce-scatter)."""
         from mpi4py import MPI
         for b in self.buckets:
-            if b.ready < len(b.slots):      # not announced (no overlap, or unused parameters)
+            if b.ready < len(b.slots):
                 for p, off, n in b.slots:
                     self._copy_in(p, b, off, n)
                 b.ready = len(b.slots)
                 self._start(b)
-        # which parameters got a gradient on some rank (a few hundred floats)
         self.flags = self.has_grad.copy()
         self.world.comm.Allreduce(MPI.IN_PLACE, self.flags, op=MPI.SUM)
         for b in self.buckets:
             b.request.Wait()
             b.request = None
-        self._write_back(self.flags)
 
     def _write_back(self, flags):
         for b in self.buckets:
@@ -520,18 +526,7 @@ class Zero1(GradientSync):
         if self.world.size == 1:
             self._one_process_pieces()
             return
-        from mpi4py import MPI
-        for b in self.buckets:
-            if b.ready < len(b.slots):
-                for p, off, n in b.slots:
-                    self._copy_in(p, b, off, n)
-                b.ready = len(b.slots)
-                self._start(b)
-        self.flags = self.has_grad.copy()
-        self.world.comm.Allreduce(MPI.IN_PLACE, self.flags, op=MPI.SUM)
-        for b in self.buckets:
-            b.request.Wait()
-            b.request = None
+        self._reduce_all()
 
     def _one_process_pieces(self):
         # one rank owns every piece: the "reduce-scatter" is a copy
