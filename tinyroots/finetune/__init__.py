@@ -24,7 +24,9 @@ Files in --out-dir:
                           grad norm, augmentation counts)
     eval.json             final validation metrics of the restored best weights: accuracy, f1
                           (classify); val_loss, perplexity (all); bleu (translate); plus steps,
-                          time, trainable parameter count, skipped data lines
+                          time, trainable parameter count, skipped data lines; under "test",
+                          each --test file's metrics (chat: intent_accuracy when its
+                          lines carry "intent")
     best/                 the checkpoint:
         config.json, model.safetensors    GPT-2 layout, Hugging Face names; LoRA merged in
         vocab.json, merges.txt, ...       the tokenizer, with the task's special tokens
