@@ -616,48 +616,27 @@ class GPT(Module):
         if num_beams != 1:
             raise TypeError(f"generate: unsupported argument num_beams={num_beams!r} (no beam "
                             "search; num_beams must be 1)")
-        if np.shape(input_ids)[:1] == (0,):
-            raise ValueError(f"generate: input_ids is an empty batch (shape "
-                             f"{np.shape(input_ids)}); give at least one row of token ids")
-        ids = self._check_ids(input_ids, "input_ids").copy()
-        B, T0 = ids.shape
-        max_new_tokens = _check_length(max_new_tokens, max_length, T0)
+        ids, max_new_tokens = self._generate_inputs(input_ids, max_new_tokens, max_length)
         temperature = 1.0 if temperature is None else temperature      # Hugging Face's default
         greedy = _check_sampling(do_sample, temperature, top_k, top_p)
         eos = _check_eos(self.config.eos_token_id if _is_config(eos_token_id) else eos_token_id)
         pad = _check_token_id(pad_token_id, "pad_token_id")
         pad = pad if pad is not None else (eos[0] if eos else None)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or seed < 0):
-            raise ValueError(f"generate: seed must be an integer >= 0 or None, got {seed!r}")
+        rng = _sampling_rng(seed)
         starts = _left_padding(attention_mask, ids.shape)
-        rng = np.random.default_rng(seed) if seed is not None else generator()
+
+        def pick(logits):                   # (B, V) -> the next ids (B,) and the warped scores
+            z = logits if greedy else warp_logits(logits, temperature, top_k, top_p)
+            return sample_next(z, greedy, 1.0, rng=rng), z      # z is already warped
 
         was_training = self.training
         self.eval()
-        new_columns, scores = [], []
-        done = np.zeros(B, dtype=bool)
         try:
             with no_grad():
-                if starts is None:
-                    step = self._uniform_stepper(ids, use_cache)
-                else:
-                    step = self._padded_stepper(ids, starts, max_new_tokens, use_cache)
-                logits = step(None) if max_new_tokens else None                # (B, V)
-                for i in range(max_new_tokens):
-                    z = logits if greedy else warp_logits(logits, temperature, top_k, top_p)
-                    if output_scores:
-                        scores.append(z.astype(np.float32))
-                    next_ids = sample_next(z, greedy, 1.0, rng=rng)         # z is already warped
-                    if eos:
-                        next_ids = np.where(done, pad, next_ids)
-                        done |= np.isin(next_ids, eos)
-                    new_columns.append(next_ids[:, None])
-                    if streamer is not None:
-                        (streamer.put if hasattr(streamer, "put") else streamer)(next_ids)
-                    if (eos and done.all()) or i + 1 == max_new_tokens:
-                        break
-                    logits = step(next_ids)
+                step = (self._uniform_stepper(ids, use_cache) if starts is None else
+                        self._padded_stepper(ids, starts, max_new_tokens, use_cache))
+                new_columns, scores = _decode(step, pick, max_new_tokens, len(ids), eos, pad,
+                                              streamer, output_scores)
         finally:
             self.train(was_training)
             if streamer is not None and hasattr(streamer, "end"):
@@ -666,6 +645,14 @@ class GPT(Module):
         if return_dict_in_generate:
             return GenerateOutput(sequences, tuple(scores) if output_scores else None)
         return sequences
+
+    def _generate_inputs(self, input_ids, max_new_tokens, max_length):
+        """The checked prompt ids (B, T0) and how many tokens to add."""
+        if np.shape(input_ids)[:1] == (0,):
+            raise ValueError(f"generate: input_ids is an empty batch (shape "
+                             f"{np.shape(input_ids)}); give at least one row of token ids")
+        ids = self._check_ids(input_ids, "input_ids").copy()
+        return ids, _check_length(max_new_tokens, max_length, ids.shape[1])
 
     def _uniform_stepper(self, ids, use_cache):
         """step(None) runs the prompt, step(next_ids (B,)) one more token -> logits (B, V).
@@ -933,6 +920,37 @@ def _softmax64(z):
     p = np.exp(z - z.max(axis=-1, keepdims=True))   # subtract the max: exp overflows
     return p / p.sum(axis=-1, keepdims=True)
 
+
+
+def _sampling_rng(seed):
+    """seed -> its own generator, reproducible alone; None -> the global one (manual_seed)."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise ValueError(f"generate: seed must be an integer >= 0 or None, got {seed!r}")
+    return np.random.default_rng(seed) if seed is not None else generator()
+
+
+def _decode(step, pick, max_new_tokens, B, eos, pad, streamer, output_scores):
+    """The decoding loop: logits -> next ids, appended until max_new_tokens or every row has
+    produced an eos id (a finished row is padded with pad). step(None) runs the prompt,
+    step(ids) one more token; pick(logits) samples. -> ([(B, 1) columns], [scores])."""
+    new_columns, scores = [], []
+    done = np.zeros(B, dtype=bool)
+    logits = step(None) if max_new_tokens else None                        # (B, V)
+    for i in range(max_new_tokens):
+        next_ids, z = pick(logits)
+        if output_scores:
+            scores.append(z.astype(np.float32))
+        if eos:
+            next_ids = np.where(done, pad, next_ids)
+            done |= np.isin(next_ids, eos)
+        new_columns.append(next_ids[:, None])
+        if streamer is not None:
+            (streamer.put if hasattr(streamer, "put") else streamer)(next_ids)
+        if (eos and done.all()) or i + 1 == max_new_tokens:
+            break
+        logits = step(next_ids)
+    return new_columns, scores
 
 def sample_next(logits, greedy, temperature=1.0, top_k=None, top_p=None, rng=None):
     """Pick one token per row from logits (B, V).
