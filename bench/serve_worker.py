@@ -17,6 +17,7 @@ import sys
 import threading
 
 import tinyroots as tr
+from tinyroots.model import ROWS_PER_PASS
 
 MODELS = {
     "gpt2-124M": dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_size=1024),
@@ -117,7 +118,7 @@ class TransformersEngine:
             self.running = 0
 
 
-def main(engine_name, model_name, port, threads, rows_per_pass=8):
+def main(engine_name, model_name, port, threads, rows_per_pass=None):
     import uvicorn
 
     from tinyroots.serve import ServeConfig, create_app
@@ -140,7 +141,7 @@ def main(engine_name, model_name, port, threads, rows_per_pass=8):
         engine = TransformersEngine(hf)
     app = create_app(model, tokenizer_for(model_name),
                      ServeConfig(model_name=model_name, max_running=16, max_waiting=64,
-                                 rows_per_pass=rows_per_pass),
+                                 rows_per_pass=rows_per_pass or ROWS_PER_PASS),
                      engine=engine)
     uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")).run()
 

@@ -40,7 +40,7 @@
 // blocks (B) by which packs less. Each element of C is summed in the same order whatever the
 // number of threads, so results do not depend on it.
 //
-// Few rows (M <= SMALL_M_MAX = 32; 8 for A @ B^T): decoding one token multiplies a vector by
+// Few rows (M <= SMALL_M_MAX = 32): decoding one token multiplies a vector by
 // each weight matrix, and each weight is used once, so the cost is reading the weights (memory
 // bound). Packing B would read and write it once more, so these shapes use unpacked kernels
 // that read B where it is: for x @ W, a few rows of W at a time, streamed across a wide range
@@ -74,11 +74,11 @@ constexpr int64_t NCT_MAX = 2048;               // columns of a task's B block
 constexpr int64_t TASKS_PER_THREAD = 2;         // for load balance, when the shape allows
 // The few-rows paths.
 constexpr int64_t SMALL_M_MAX = 32;             // up to this many rows, the unpacked kernel ...
-constexpr int64_t DOT_M_MAX = 8;                // ... and for A @ B^T, its dot-product variant
+constexpr int64_t DOT_M_MAX = 32;               // ... and for A @ B^T, its dot-product variant
 constexpr int64_t SMALL_KC = 8;                 // rows of B streamed side by side
 constexpr int64_t SMALL_GROUP_ROWS = 192;       // at least this many rows of B per K-group ...
 constexpr int64_t SMALL_MAX_GROUPS = 8;         // ... and at most this many groups
-constexpr int64_t SMALL_SEGMENT_GROUPS = 3;     // segments up to this many row groups of A
+constexpr int64_t SMALL_BLOCK_COLS = 128;       // columns of C kept in L1 when M > small_m
 constexpr int64_t DOT_TILES_PER_TASK = 8;       // dot tiles per task of A @ B^T
 constexpr double SERIAL_WORK = 64.0 * 64.0 * 64.0;  // M * N * K below which 1 thread is faster
 
@@ -259,39 +259,52 @@ void gemm_packed(const gd::KernelSet& ks, bool trans_a, bool trans_b, int64_t M,
 // Threads take groups, each group summing into its own partial (M, N) buffer, then add the
 // partial sums in group order into C with the epilogue. Splitting the columns instead (as
 // before) would give each thread half of every row: a stream with holes, the same problem.
-// Columns are split only when there are fewer groups than threads. The number of groups depends
-// on K and M only, so every element is summed in the same order whatever the thread count.
-int64_t small_groups(int64_t M, int64_t K) {
-    // rows per group: enough for long streams, and enough that the partial sums (M x N per
-    // group) stay small next to the weight rows (K / groups x N) they summarise
-    const int64_t rows = std::max(SMALL_GROUP_ROWS, 16 * M);
+// Columns are split only when there are fewer groups than threads.
+//
+// Every element of C is summed in one order, fixed by K alone: the groups, in each group the
+// slices (one row from each segment), and in each slice its SMALL_KC rows, summed from zero by
+// the tile and then added to C. Neither the number of rows M nor the thread count changes it,
+// so a row of a batch (up to SMALL_M_MAX rows) gets exactly what it gets alone: a decoding
+// step can batch the requests of a server and still give each one its greedy tokens.
+int64_t small_groups(int64_t K) {
     int64_t groups = 1;
-    while (2 * groups <= SMALL_MAX_GROUPS && 2 * groups * rows <= K) groups *= 2;
+    while (2 * groups <= SMALL_MAX_GROUPS && 2 * groups * SMALL_GROUP_ROWS <= K) groups *= 2;
     return groups;  // a power of two: splits evenly over 2, 4, 8 threads
 }
 
 // C[0:M, 0:n] (+)= A[0:M, rows r0..r1) @ B[r0..r1, 0:n], the epilogue ep applied piece by piece
 // (a plain GemmEpilogue() for a group's partial sums). A(i, k) = A[i * a_rs + k * a_cs].
+//
+// One row tile (M <= small_m): each slice sweeps the whole width, as described above. More
+// rows: each slice would rewrite all of C's M x n partial sums (96 KB for 16 rows of a
+// 1536-wide weight, past L1) to add 8 rows of B to them, and the loop ran at the speed of L2.
+// Then the columns are cut into blocks of SMALL_BLOCK_COLS, and each block takes every slice
+// in turn while its M x SMALL_BLOCK_COLS sums stay in L1; the next slice's rows of B are
+// prefetched a slice ahead, since they are too far apart for the hardware to follow. The
+// order of the sums is the same either way: only the loops around the tiles change.
 void small_group(const gd::KernelSet& ks, int64_t M, int64_t n, int64_t r0, int64_t r1,
                  const float* A, int64_t a_rs, int64_t a_cs, const float* B, int64_t ldb,
                  float* C, int64_t ldc, const GemmEpilogue& ep, int64_t j) {
-    const int64_t rows = r1 - r0;
-    // Segments pay off when each slice of B is read once or a few times (M fits one to three
-    // row groups: a GEMV and its neighbours). When more row groups re-read every slice from
-    // cache, neighbouring rows suit the cache better (measured: up to 10% at M = 32): rows a
-    // power-of-two fraction of a weight apart can all fall in the same cache sets.
-    const bool segments = M <= SMALL_SEGMENT_GROUPS * ks.small_m;
-    const int64_t apart = segments ? ceil_div(rows, SMALL_KC) : 1;  // rows apart in a slice
-    const int64_t step = segments ? 1 : SMALL_KC;                   // first rows of two slices
-    const int64_t slices = segments ? apart : ceil_div(rows, SMALL_KC);
-    for (int64_t s = 0; s < slices; s++) {
-        // rows r0 + s * step + apart * (0, 1, ...): with segments, one from each segment
-        const int64_t k = r0 + s * step;
-        const int64_t kc = std::min<int64_t>(SMALL_KC, ceil_div(r1 - k, apart));
-        for (int64_t i = 0; i < M; i += ks.small_m)
-            ks.small_tile(kc, A + i * a_rs + k * a_cs, a_rs, apart * a_cs, B + k * ldb,
-                          apart * ldb, C + i * ldc, ldc, (int)std::min<int64_t>(ks.small_m, M - i),
-                          n, piece_epilogue(ep, i, j, ldc, s == 0, s == slices - 1));
+    const int64_t apart = ceil_div(r1 - r0, SMALL_KC);  // rows apart in a slice = slices
+    const int64_t block = M <= ks.small_m ? n : SMALL_BLOCK_COLS;
+    for (int64_t jb = 0; jb < n; jb += block) {
+        const int64_t w = std::min(block, n - jb);
+        for (int64_t s = 0; s < apart; s++) {
+            // rows r0 + s + apart * (0, 1, ...): one from each segment
+            const int64_t k = r0 + s;
+            const int64_t kc = std::min<int64_t>(SMALL_KC, ceil_div(r1 - k, apart));
+            if (block < n && s + 1 < apart) {
+                const int64_t kn = std::min<int64_t>(SMALL_KC, ceil_div(r1 - k - 1, apart));
+                for (int64_t q = 0; q < kn; q++)
+                    for (int64_t c = 0; c < w; c += 16)
+                        __builtin_prefetch(B + (k + 1 + q * apart) * ldb + jb + c);
+            }
+            for (int64_t i = 0; i < M; i += ks.small_m)
+                ks.small_tile(kc, A + i * a_rs + k * a_cs, a_rs, apart * a_cs, B + k * ldb + jb,
+                              apart * ldb, C + i * ldc + jb, ldc,
+                              (int)std::min<int64_t>(ks.small_m, M - i), w,
+                              piece_epilogue(ep, i, j + jb, ldc, s == 0, s == apart - 1));
+        }
     }
 }
 
@@ -299,7 +312,7 @@ void gemm_small(const gd::KernelSet& ks, bool trans_a, int64_t M, int64_t N, int
                 const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
                 const GemmEpilogue& ep, int nthreads) {
     const int64_t a_rs = trans_a ? 1 : lda, a_cs = trans_a ? lda : 1;
-    const int64_t groups = small_groups(M, K);
+    const int64_t groups = small_groups(K);
     const int64_t col_blocks = groups >= nthreads ? 1 : ceil_div(nthreads, groups);
     const int64_t width = round_up(ceil_div(N, col_blocks), ks.small_nr);
     const int64_t n_col = ceil_div(N, width), tasks = groups * n_col;

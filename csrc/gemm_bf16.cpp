@@ -216,8 +216,8 @@ void run_task(const bd::KernelSet& ks, const bd::View& a, const bd::View& b, int
     }
 }
 
-// The few-rows path (M <= SMALL_M, B in bf16, A float32 and not transposed): B is read where it
-// lies, once. A's rows are rounded to bf16 first, so the result is the packed path's, summed in
+// The few-rows path (M <= SMALL_M_MAX, B in bf16, A float32 and not transposed): B is read where it
+// lies, once for every SMALL_M rows. A's rows are rounded to bf16 first, so the result is the packed path's, summed in
 // another order. x @ W: the threads take contiguous groups of W's rows (each one sequential
 // stream) into partial sums, added in group order; x @ Wt^T: the threads take rows of Wt.
 constexpr int64_t SMALL_GROUP_ROWS = 128;  // at least this many rows of B per group
@@ -247,8 +247,11 @@ void gemm_small(const bd::KernelSet& ks, bool trans_b, int64_t M, int64_t N, int
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && groups > 1)
         for (int64_t g = 0; g < groups; g++) {
             const int64_t r0 = K * g / groups, r1 = K * (g + 1) / groups;
-            ks.small_nn((int)M, N, r1 - r0, a.data() + r0, K, b + r0 * B.ld, B.ld,
-                        parts.data() + g * M * N, N);
+            // SMALL_M rows at a time: the kernel keeps their values in registers
+            for (int64_t i = 0; i < M; i += bd::SMALL_M)
+                ks.small_nn((int)std::min<int64_t>(bd::SMALL_M, M - i), N, r1 - r0,
+                            a.data() + i * K + r0, K, b + r0 * B.ld, B.ld,
+                            parts.data() + (g * M + i) * N, N);
         }
         for (int64_t i = 0; i < M; i++)
             for (int64_t j = 0; j < N; j++) {
@@ -297,7 +300,7 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
     }
     const bd::KernelSet& ks = kernel_set();
     if (nthreads <= 0) nthreads = max_threads();
-    if (M <= bd::SMALL_M && B.is_bf16 && !A.is_bf16 && !trans_a) {
+    if (M <= bd::SMALL_M_MAX && B.is_bf16 && !A.is_bf16 && !trans_a) {
         gemm_small(ks, trans_b, M, N, K, A, B, C, ldc, ep, nthreads);
         return;
     }

@@ -87,9 +87,11 @@ struct KernelSet {
                      int64_t ldb, float* C, int64_t ldc, bool load_c);
 };
 
-// Rows of A up to which a bf16 B is read in place. Each row's sums do not depend on the other
-// rows, so a batch of up to 8 rows decoded together gets what each row gets alone.
+// Rows of A up to which a bf16 B is read in place (SMALL_M_MAX), SMALL_M rows per kernel call.
+// Each row's sums do not depend on the other rows, so a batch of up to 32 rows decoded together
+// gets what each row gets alone.
 constexpr int SMALL_M = 8;
+constexpr int SMALL_M_MAX = 32;
 
 const KernelSet& kernels_portable();
 #if defined(__x86_64__)

@@ -103,11 +103,11 @@ def rand(rng, *shape):
 
 # shapes across the block edges: the AMX tile (32 x 32, K steps of 32), the AVX512-BF16 tile
 # (12 x 32), the portable tile (4 x 32), the K slice (512), the row block (128), odd and prime,
-# and the few-rows path (M <= 8 with a bf16 weight)
+# and the few-rows path (M <= 32 with a bf16 weight, 8 rows per kernel call)
 SHAPES = [(1, 1, 1), (5, 7, 3), (12, 32, 32), (13, 33, 33), (31, 65, 31), (33, 17, 64),
           (100, 37, 300), (130, 200, 513), (64, 96, 1100), (257, 129, 97),
-          # up to 8 rows with a bf16 weight: the unpacked decoding path (K groups of 128 rows)
-          (1, 300, 1000), (8, 200, 129), (3, 1030, 64)]
+          # up to 32 rows with a bf16 weight: the unpacked decoding path (K groups of 128 rows)
+          (1, 300, 1000), (8, 200, 129), (3, 1030, 64), (19, 70, 260), (32, 33, 129)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +212,21 @@ def test_results_do_not_depend_on_threads():
     finally:
         kernels.set_num_threads(n)
     np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("M", [2, 9, 16, 32])
+def test_few_rows_sum_each_row_as_it_is_summed_alone(M):
+    # With a bf16 weight, up to 32 rows: each row bitwise what it is alone (batched decoding
+    # keeps every request's greedy tokens), for x @ W and the tied head's x @ E^T.
+    rng = np.random.default_rng(40 + M)
+    x = rand(rng, M, 260)
+    w, b = _C.to_bf16(rand(rng, 260, 300)), rand(rng, 300)
+    e = _C.to_bf16(rand(rng, 500, 260))
+    together = _C.linear_forward_bf16(x, w, b), _C.matmul_nt_bf16(x, e)
+    for i in range(M):
+        alone = _C.linear_forward_bf16(x[i:i + 1], w, b), _C.matmul_nt_bf16(x[i:i + 1], e)
+        for t, a in zip(together, alone):
+            np.testing.assert_array_equal(t[i:i + 1], a)
 
 
 def test_bad_input_is_one_clear_error():

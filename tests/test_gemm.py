@@ -6,8 +6,8 @@
     matmul_forward / matmul_backward          NN / NT + TN, 2-D and batched 3-D, 4-D
     matmul_nt / matmul_tn                     NT / TN (the tied LM head and its gradient)
 
-The shapes walk across every block edge of the implementation: the few-rows paths (M <= 32,
-or <= 8 for A @ B^T) and their row groups (6, 3 or 2 rows), the micro-tile (12 x 32 on AVX-512,
+The shapes walk across every block edge of the implementation: the few-rows paths (M <= 32)
+and their row groups (6, 3 or 2 rows), the micro-tile (12 x 32 on AVX-512,
 6 x 16 on AVX2, 4 x 8 portable), the K slices (256; on the few-rows path, K-groups of 8
 segments, some short), the row block (144), odd and prime sizes, a vocabulary of 50257.
 
@@ -196,6 +196,39 @@ def test_few_rows_results_do_not_depend_on_thread_count(M):
         for other in results[1:]:
             for a, b_ in zip(results[0], other):
                 np.testing.assert_array_equal(a, b_)
+
+
+def _rows_product(name, x, w, b, residual, e):
+    if name == "linear":
+        return _C.linear_forward(x, w, b)
+    if name == "gelu":
+        return _C.linear_gelu_forward(x, w, b)[1]
+    if name == "residual":
+        return _C.linear_residual_forward(x, w, b, residual)
+    return _C.matmul_nt(x, e)                      # x @ e^T, the tied LM head's form
+
+
+@pytest.mark.parametrize("M", [2, 5, 8, 13, 16, 32])
+def test_few_rows_sum_each_row_as_it_is_summed_alone(M):
+    # Up to 32 rows, a row's sums do not depend on the rows beside it (csrc/gemm.cpp: the
+    # order is fixed by K alone): what lets a server decode many requests in one pass and
+    # still give each its greedy tokens. Bitwise, for x @ W with each epilogue and for the
+    # tied head's x @ E^T, with 1 and 2 threads. K = 384 and 1536 have 2 and 8 K-groups.
+    rng = np.random.default_rng(30 + M)
+    before = tinyroots.get_num_threads()
+    try:
+        for n in (1, 2):
+            tinyroots.set_num_threads(n)
+            for C, OC in [(384, 1152), (1536, 384), (389, 70)]:
+                x, w, b = linear_inputs(rng, M, C, OC)
+                residual, e = rand(rng, M, OC), np.ascontiguousarray(w.T)
+                for name in ("linear", "gelu", "residual", "nt"):
+                    together = _rows_product(name, x, w, b, residual, e)
+                    for i in range(M):
+                        alone = _rows_product(name, x[i:i + 1], w, b, residual[i:i + 1], e)
+                        np.testing.assert_array_equal(together[i:i + 1], alone, err_msg=name)
+    finally:
+        tinyroots.set_num_threads(before)
 
 
 def test_gelu_epilogue_extremes():

@@ -315,11 +315,11 @@ class RowCaches:
             c.advance(T)
 
 
-# subtle: the GEMM kernels pick their summation order from the number of rows (csrc/gemm.cpp:
-# the few-rows paths, their K-groups and the head's dot products). Up to 8 rows every row is
-# summed exactly as it is alone, so a batch decoded 8 rows per pass gives each row the very
-# logits -- and greedy tokens -- it would get alone (tests/test_generate.py checks it).
-ROWS_PER_PASS = 8
+# subtle: a GEMM of up to 32 rows (csrc/gemm.cpp: the few-rows paths, and the head's dot
+# products) sums every row in the same order whatever the number of rows, so a batch decoded
+# 32 rows per pass gives each row the very logits -- and greedy tokens -- it would get alone
+# (tests/test_generate.py checks it). Past 32 rows the packed GEMM sums in another order.
+ROWS_PER_PASS = 32
 
 
 def decode_rows(model, next_ids, caches, rows_per_pass=ROWS_PER_PASS):

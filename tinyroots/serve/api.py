@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from ..finetune.data import CHAT_TOKENS, TRANSLATE_TOKENS, chat_ids, translation_prompt
 from . import protocol as P
+from ..model import ROWS_PER_PASS
 from .engine import Engine, QueueFull, Sequence
 
 PAGE = os.path.join(os.path.dirname(__file__), "page.html")
@@ -31,7 +32,7 @@ class ServeConfig:
     """What create_app needs besides the model: names, limits and the key."""
 
     def __init__(self, model_name="tinyroots", api_key=None, max_running=16, max_waiting=64,
-                 max_n=8, max_body=1 << 20, rows_per_pass=8):
+                 max_n=8, max_body=1 << 20, rows_per_pass=ROWS_PER_PASS):
         self.model_name, self.api_key = model_name, api_key or None
         self.max_running, self.max_waiting = max_running, max_waiting
         self.rows_per_pass = rows_per_pass
