@@ -180,23 +180,42 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 // (any strides), never copied.
 void attention_decode(float* out, HeadsView q, HeadsView k, HeadsView v, int64_t B, int64_t NH,
                       int64_t Tq, int64_t Tk, int64_t HS, int64_t n_past) {
+    // row b of one shared cache is a cache of its own, whose batch stride is the cache's
+    std::vector<HeadsView> ks((size_t)B, k), vs((size_t)B, v);
+    std::vector<int64_t> past((size_t)B, n_past);
+    for (int64_t b = 0; b < B; b++) {
+        ks[(size_t)b].data = k.row(b, 0, 0);
+        vs[(size_t)b].data = v.row(b, 0, 0);
+    }
+    (void)Tk;  // n_past + Tq <= Tk: the caller checked it
+    attention_decode_rows(out, q, ks.data(), vs.data(), past.data(), B, NH, Tq, HS);
+}
+
+void attention_decode_rows(float* out, HeadsView q, const HeadsView* k, const HeadsView* v,
+                           const int64_t* n_past, int64_t B, int64_t NH, int64_t Tq, int64_t HS) {
     const int64_t rows = B * NH * Tq;
     if (rows == 0 || HS == 0) return;
     const float scale = 1.0f / std::sqrt((float)HS);
-    const bool parallel = rows > 1 && rows * Tk * HS > 2 * kMinParallelWork;
+    int64_t keys = 0, longest = 0;  // keys read in all, and the most any row reads
+    for (int64_t b = 0; b < B; b++) {
+        keys += NH * Tq * (n_past[b] + Tq);
+        longest = std::max(longest, n_past[b] + Tq);
+    }
+    const bool parallel = rows > 1 && keys * HS > 2 * kMinParallelWork;
 #pragma omp parallel if (parallel)
     {
-        std::vector<float> s(Tk);
+        std::vector<float> s((size_t)longest);
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; r++) {
             const int64_t i = r % Tq, bh = r / Tq, b = bh / NH, h = bh % NH;
-            const int64_t n = tiled::min64(Tk, n_past + i + 1);  // keys 0 .. n_past + i
+            const int64_t n = n_past[b] + i + 1;  // keys 0 .. n_past + i
             float* o = out + r * HS;
             with_isa_lanes([&](auto lanes) {
                 tiled::with_head_size(HS, [&](auto hs) {
                     constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;
-                    tiled::attend_row<L, HS_T>(o, q.row(b, h, i), k.row(b, h, 0), k.stride_t,
-                                        v.row(b, h, 0), v.stride_t, n, HS, scale, s.data());
+                    tiled::attend_row<L, HS_T>(o, q.row(b, h, i), k[b].row(0, h, 0),
+                                               k[b].stride_t, v[b].row(0, h, 0), v[b].stride_t,
+                                               n, HS, scale, s.data());
                 });
             });
         }

@@ -35,4 +35,9 @@ struct HeadsView {
 void attention_decode(float* out, HeadsView q, HeadsView k, HeadsView v, int64_t B, int64_t NH,
                       int64_t Tq, int64_t Tk, int64_t HS, int64_t n_past);
 
+// The same for a batch whose rows each keep their own cache (a server's requests): row b's keys
+// and values are k[b], v[b] (each a batch of one), and its queries sit at n_past[b] onwards.
+void attention_decode_rows(float* out, HeadsView q, const HeadsView* k, const HeadsView* v,
+                           const int64_t* n_past, int64_t B, int64_t NH, int64_t Tq, int64_t HS);
+
 }  // namespace tinyroots

@@ -862,6 +862,42 @@ F32 attention_decode(py::handle q_, py::handle k_, py::handle v_, int64_t n_past
     return out;
 }
 
+F32 attention_decode_rows(py::handle q_, py::sequence ks_, py::sequence vs_,
+                          std::vector<int64_t> n_past) {
+    const char* kn = "attention_decode_rows";
+    F32 q = input_f32_rows(q_, kn, "q");
+    if (q.ndim() != 4) fail(kn, "q must be 4-D (B, NH, Tq, HS), got " + shape_str(q));
+    const int64_t B = q.shape(0), NH = q.shape(1), Tq = q.shape(2), HS = q.shape(3);
+    if ((int64_t)ks_.size() != B || (int64_t)vs_.size() != B || (int64_t)n_past.size() != B)
+        fail(kn, "ks, vs and n_past must each hold one entry per row of q (" +
+                     std::to_string(B) + "), got " + std::to_string(ks_.size()) + ", " +
+                     std::to_string(vs_.size()) + " and " + std::to_string(n_past.size()));
+    std::vector<F32> keep;  // the arrays stay alive (and converted) while the kernel runs
+    std::vector<tinyroots::HeadsView> ks, vs;
+    for (int64_t b = 0; b < B; b++) {
+        const std::string where = "[" + std::to_string(b) + "]";
+        F32 k = input_f32_rows(ks_[b], kn, ("ks" + where).c_str());
+        expect_shape(k, {1, NH, -1, HS}, kn, ("ks" + where).c_str());
+        F32 v = input_f32_rows(vs_[b], kn, ("vs" + where).c_str());
+        expect_shape(v, {1, NH, k.shape(2), HS}, kn, ("vs" + where).c_str());
+        if (n_past[b] < 0 || n_past[b] + Tq > k.shape(2))
+            fail(kn, "n_past" + where + " = " + std::to_string(n_past[b]) + " with Tq = " +
+                         std::to_string(Tq) + " new queries needs its cache to hold n_past + Tq "
+                         "keys, and it holds " + std::to_string(k.shape(2)));
+        ks.push_back(heads_view(k));
+        vs.push_back(heads_view(v));
+        keep.push_back(std::move(k));
+        keep.push_back(std::move(v));
+    }
+    F32 out(Shape{B, NH, Tq, HS});
+    {
+        py::gil_scoped_release nogil;
+        tinyroots::attention_decode_rows(out.mutable_data(), heads_view(q), ks.data(), vs.data(),
+                                         n_past.data(), B, NH, Tq, HS);
+    }
+    return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // optimizer updates (in place)
 
@@ -1008,6 +1044,8 @@ PYBIND11_MODULE(_C, m) {
           py::arg("out"), py::arg("lse"), py::arg("n_head"));
     m.def("attention_decode", &attention_decode, py::arg("q"), py::arg("k"), py::arg("v"),
           py::arg("n_past"));
+    m.def("attention_decode_rows", &attention_decode_rows, py::arg("q"), py::arg("ks"),
+          py::arg("vs"), py::arg("n_past"));
     // the plain loops of attention.cpp, on their own (tested against ref like the rest)
     m.def("attention_forward_plain", &attention_forward_plain, py::arg("qkv"), py::arg("n_head"));
     m.def("attention_backward_plain", &attention_backward_plain, py::arg("dout"), py::arg("qkv"),

@@ -434,6 +434,34 @@ def test_attention_decode_reads_cache_views_and_matches_forward():
     close(dec, _C.attention_forward(qkv, NH)[0], 1e-5, 1e-6, "decode == forward")
 
 
+def test_attention_decode_rows_is_each_row_alone(threads):
+    # rows with their own caches (different sizes and lengths): each row bitwise what
+    # attention_decode gives it alone, and the reference within the decode tolerance
+    rng = np.random.default_rng(16)
+    NH, HS, Tq = 3, 32, 1
+    sizes, past = [9, 40, 17, 64], [0, 33, 16, 50]
+    ks = [rand(rng, 1, NH, n, HS) for n in sizes]
+    vs = [rand(rng, 1, NH, n, HS)[:, :, :] for n in sizes]
+    q = rand(rng, len(sizes), NH, Tq, HS)
+    got = _C.attention_decode_rows(q, ks, vs, past)
+    for b in range(len(sizes)):
+        np.testing.assert_array_equal(got[b:b + 1],
+                                      _C.attention_decode(q[b:b + 1], ks[b], vs[b], past[b]))
+    close(got, ref.attention_decode_rows(q, ks, vs, past), 1e-5, 1e-5, "attention_decode_rows")
+
+
+def test_attention_decode_rows_errors():
+    q, k = np.zeros((2, 2, 1, 8), np.float32), np.zeros((1, 2, 5, 8), np.float32)
+    with pytest.raises(ValueError, match="one entry per row of q"):
+        _C.attention_decode_rows(q, [k], [k], [0])
+    with pytest.raises(ValueError, match=r"n_past\[1\] = 5"):
+        _C.attention_decode_rows(q, [k, k], [k, k], [0, 5])
+    with pytest.raises(ValueError, match=r"vs\[0\] must have shape"):
+        _C.attention_decode_rows(q, [k, k], [k[:, :, :4], k], [0, 1])
+    with pytest.raises(TypeError, match=r"ks\[1\]"):
+        _C.attention_decode_rows(q, [k, k.astype(np.float64)], [k, k], [0, 1])
+
+
 def test_attention_decode_errors():
     q, k = np.zeros((1, 2, 3, 8), np.float32), np.zeros((1, 2, 5, 8), np.float32)
     with pytest.raises(ValueError, match="n_past"):
@@ -532,6 +560,8 @@ def float64_calls():
         "attention_forward": lambda: _C.attention_forward(x, 2),
         "attention_backward": lambda: _C.attention_backward(x[..., :4], x, x[..., :4], x, 2),
         "attention_decode": lambda: _C.attention_decode(x[None], x[None], x[None], 0),
+        "attention_decode_rows": lambda: _C.attention_decode_rows(x[None], [x[:1]] * 1,
+                                                                  [x[:1]], [0]),
         "adamw_update": lambda: _C.adamw_update(w, w, w, w, 1e-3, 0.9, 0.95, 1e-8, 0.0, 1),
         "sgd_update": lambda: _C.sgd_update(w, w, None, 0.1, 0.0, 0.0, False),
     }

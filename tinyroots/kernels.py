@@ -110,6 +110,7 @@ embedding_backward = _bind(ref.embedding_backward)
 attention_forward = _bind(ref.attention_forward)
 attention_backward = _bind(ref.attention_backward)
 attention_decode = _bind(ref.attention_decode)
+attention_decode_rows = _bind(ref.attention_decode_rows)
 
 adamw_update = _bind(ref.adamw_update)
 sgd_update = _bind(ref.sgd_update)

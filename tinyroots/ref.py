@@ -379,6 +379,17 @@ def attention_decode(q, k, v, n_past):
     return softmax_forward(s).astype(q.dtype, copy=False) @ v
 
 
+def attention_decode_rows(q, ks, vs, n_past):
+    """attention_decode for a batch whose rows keep their own caches -> y (B, NH, Tq, HS).
+
+    q (B, NH, Tq, HS); ks[b], vs[b] (1, NH, Tmax_b, HS) are row b's cache buffers and n_past[b]
+    its length: each row is exactly attention_decode of that row alone. This is how the
+    requests of a server decode together, each at its own position (model.RowCaches).
+    """
+    return np.concatenate([attention_decode(q[b:b + 1], ks[b], vs[b], n_past[b])
+                           for b in range(q.shape[0])], axis=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # optimizer updates (in place: the only kernels that write into their arguments)
 

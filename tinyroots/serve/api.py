@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import os
+import threading
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -103,6 +104,7 @@ class Server:
         self.block = model.config.block_size
         self.engine = engine or Engine(model, config.max_running, config.max_waiting,
                                        config.rows_per_pass)
+        self.outbox = None           # made on the first request, on the server's event loop
         specials = getattr(tokenizer, "special_tokens", {}) or {}
         self.special_ids = set(specials.values())
         self.eot = getattr(tokenizer, "eot_token_id", None)
@@ -166,9 +168,11 @@ class Server:
         is cancelled by Starlette when its client disconnects; with ``watch`` (a plain JSON
         answer) the connection is checked here every second."""
         loop = asyncio.get_running_loop()
+        if self.outbox is None or self.outbox.loop is not loop:
+            self.outbox = Outbox(loop)
         queue = asyncio.Queue()
         for c in choices:
-            c.seq.emit = _emitter(loop, queue, c)
+            c.seq.emit = _emitter(self.outbox, queue, c)
         try:
             self.engine.submit([c.seq for c in choices])
         except QueueFull as exc:
@@ -318,12 +322,40 @@ class Server:
         return list(b if b is not None else self.token_text(token).encode("utf-8"))
 
 
-def _emitter(loop, queue, choice):
-    def emit(event):                  # called from the decoding thread
+class Outbox:
+    """Events from the decoding thread to the event loop, handed over in batches.
+
+    A decoding step emits one token for each running sequence; waking the event loop for each
+    (call_soon_threadsafe writes to its wake-up pipe every time) cost more than the HTTP
+    writes themselves at 16 streams. Here the first event of a batch schedules one delivery
+    and the others join it, so a step of 16 tokens wakes the loop about once.
+    """
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.items = []               # (queue, event) not yet delivered
+
+    def put(self, queue, item):       # called from the decoding thread
+        with self.lock:
+            self.items.append((queue, item))
+            if len(self.items) > 1:
+                return                # a delivery is already scheduled
         try:
-            loop.call_soon_threadsafe(queue.put_nowait, (choice, event))
+            self.loop.call_soon_threadsafe(self._deliver)
         except RuntimeError:          # the event loop is closed: the server is gone
             pass
+
+    def _deliver(self):               # on the event loop
+        with self.lock:
+            items, self.items = self.items, []
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
+def _emitter(outbox, queue, choice):
+    def emit(event):                  # called from the decoding thread
+        outbox.put(queue, (choice, event))
     return emit
 
 
