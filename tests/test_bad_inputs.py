@@ -69,6 +69,7 @@ def files(tmp_path_factory):
     rows = [{"text": f"hello number {i}", "label": "a" if i % 2 else "b"} for i in range(12)]
     (d / "cls.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (d / "deep.jsonl").write_text(DEEP + "\n")
+    (d / "notext.jsonl").write_text('{"text": 12}\n')
     (d / "deep.json").write_text(DEEP)
     (d / "deep.toml").write_text("a = " + "[" * 100_000)
     (d / "huge.toml").write_text("n_layer = 1e20\n")
@@ -128,6 +129,8 @@ BAD_COMMANDS = [
     ("train", ["--learnin-rate", "1"], 2, ["--learnin-rate"]),
     ("train", ["--preset", "tiny", "--data", "{d}/deep.jsonl", "--out-dir", "{d}/t"], 2,
      ["no documents left", "deep.jsonl"]),
+    ("train", ["--preset", "tiny", "--data", "{d}/notext.jsonl", "--out-dir", "{d}/t2"], 2,
+     ["no documents left", "malformed", "notext.jsonl:1", "no string field 'text'"]),
     # finetune
     ("finetune", FT + ["--block-size", "1000000000"], 2,
      ["resize_context", "block_size=1000000000", "GiB", "this machine has"]),

@@ -308,6 +308,10 @@ def _document_texts(path, files, cfg, clean_text, directory, workers, log):
     if report["docs_out"] == 0:
         dropped = ", ".join(f"{step} {c['docs']}" for step, c in report["steps"].items()
                             if c["docs"]) or "no documents read"
+        problems = report.get("problems") or []
+        if problems:         # what made the records unreadable: the first few, by line
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+            dropped += f"; malformed: {'; '.join(problems[:3])}{more}"
         raise ValueError(f"no documents left after cleaning {path!r} (removed: {dropped}); "
                          f"see {directory}/clean/report.json")
     sources = [os.path.join(directory, "clean", "clean.jsonl")]
