@@ -7,6 +7,9 @@ drifts over minutes, so the two sides run alternately, BENCH_ROUNDS times each (
 each side's fastest round is compared.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE pytest bench/bench_recipe.py --benchmark-only -s
+
+test_shakespeare_char_recipe_bf16 runs the tinyroots recipe with --dtype bf16 against itself in
+float32 (same alternation): the speed mixed precision buys, and what it costs in validation loss.
 """
 
 import json
@@ -29,13 +32,14 @@ def run_torch():
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_tinyroots():
+def run_tinyroots(dtype="fp32"):
     with tempfile.TemporaryDirectory() as out_dir:
         t0 = time.time()
         env = dict(os.environ, OMP_NUM_THREADS=str(BENCH_THREADS))
         subprocess.run([sys.executable, "-m", "tinyroots.train", "--preset", "shakespeare_char",
                         "--out-dir", out_dir, "--progress", "false", "--sample-tokens", "0",
-                        "--plot", "false"], capture_output=True, text=True, check=True, env=env)
+                        "--plot", "false", "--dtype", dtype],
+                       capture_output=True, text=True, check=True, env=env)
         wall = time.time() - t0
         with open(os.path.join(out_dir, "summary.json")) as f:
             summary = json.load(f)
@@ -73,3 +77,34 @@ def test_shakespeare_char_recipe(benchmark):
     per_round = ", ".join(f"{t['wall_s']:.0f}/{o['wall_s']:.0f}s"
                           for t, o in zip(runs["tinyroots"], runs.get("torch", [])))
     print(line + f" (best of {ROUNDS} rounds each; rounds tinyroots/torch: {per_round})")
+
+
+def test_shakespeare_char_recipe_bf16(benchmark):
+    """The same recipe with --dtype bf16 against tinyroots float32 (issue "bf16"): wall time and
+    validation loss. Target: the validation loss within 0.03 of float32's."""
+    benchmark.group = "shakespeare_char recipe, bf16 vs fp32 (whole process)"
+    sides = {"bf16": lambda: run_tinyroots("bf16"), "fp32": lambda: run_tinyroots("fp32")}
+
+    def alternate():
+        runs = {name: [] for name in sides}
+        for _ in range(ROUNDS):
+            for name, fn in sides.items():
+                runs[name].append(fn())
+        return runs
+
+    runs = benchmark.pedantic(alternate, rounds=1, iterations=1)
+    best = {name: min(r, key=lambda x: x["wall_s"]) for name, r in runs.items()}
+    speedup = best["fp32"]["wall_s"] / best["bf16"]["wall_s"]
+    diff = best["bf16"]["val_loss"] - best["fp32"]["val_loss"]
+    benchmark.extra_info.update(
+        speedup_vs_fp32=speedup, val_loss_diff=diff,
+        rounds={n: [(round(x["wall_s"], 1), x["val_loss"]) for x in r] for n, r in runs.items()})
+    print(f"\n[bf16 ({_bf16_isa()})] val loss {best['bf16']['val_loss']:.4f} in "
+          f"{best['bf16']['wall_s']:.1f}s | fp32 val loss {best['fp32']['val_loss']:.4f} in "
+          f"{best['fp32']['wall_s']:.1f}s | {speedup:.2f}x fp32's speed, val loss {diff:+.4f} "
+          f"(best of {ROUNDS} rounds each)")
+
+
+def _bf16_isa():
+    from tinyroots import kernels
+    return kernels.info().get("bf16_isa", "?")
