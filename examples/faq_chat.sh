@@ -13,7 +13,7 @@ if [ ! -f out/pretrain/best/config.json ]; then
 fi
 python -m tinyroots.finetune chat --init out/pretrain \
     --train examples/faq/chat_train.jsonl --val examples/faq/chat_val.jsonl \
-    --out-dir out/faq-chat --block-size 256 --batch-size 8 --max-steps 600 \
+    --out-dir out/faq-chat --block-size 256 --batch-size 8 --max-steps 1600 \
     --learning-rate 1e-3 --eval-interval 100 "$@"
 echo
 echo "chat with it:  python -m tinyroots.chat --checkpoint out/faq-chat"
