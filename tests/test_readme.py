@@ -641,6 +641,20 @@ def test_shell_commands_are_split_as_a_reader_types_them():
         "cat > h <<'END'\nn1:2\nEND", "ls"]
 
 
+def test_readme_counts_the_benchmarks_pytest_collects():
+    """README states the suite's size next to its time; both go stale when benchmarks change."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        stated = re.search(r"The suite holds (\d+) benchmarks in (\d+) files", f.read())
+    assert stated, "README.md no longer says how many benchmarks the suite holds"
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "bench/",
+                          "--benchmark-only", "--collect-only", "-q"], cwd=ROOT, env=env(),
+                         capture_output=True, text=True, timeout=300).stdout
+    collected = re.search(r"(\d+) tests? collected", out)
+    assert collected, out[-2000:]
+    files = {line.split("::")[0] for line in out.splitlines() if "::" in line}
+    assert (int(stated.group(1)), int(stated.group(2))) == (int(collected.group(1)), len(files))
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     wd = str(tmp_path_factory.mktemp("readme"))
