@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 import tinyroots as tr
 from tinyroots.checkpoint import load_model_and_tokenizer
 from tinyroots.tokenizer import CharTokenizer
+from cli_util import call_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,13 +90,7 @@ def run_main(command, argv, capsys, monkeypatch):
     """(exit code, stdout, stderr) of `python -m <command> argv`, run in this process. An
     exception escaping main() fails the test: it would have been a traceback."""
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))    # chat reads stdin
-    main = importlib.import_module(COMMANDS[command]).main
-    try:
-        code = main(argv)
-    except SystemExit as exc:            # argparse's exit for a bad flag or value
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return call_main(importlib.import_module(COMMANDS[command]).main, argv, capsys)
 
 
 def one_clear_line(err, words):

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from cli_util import call_main
 from tinyroots import checkpoint as ck
 from tinyroots import generate as gen
 from tinyroots.train import PRESETS, TrainConfig, train
@@ -347,12 +348,7 @@ def test_train_on_a_folder_of_text(tmp_path):
 
 def run_main(argv, capsys):
     from tinyroots.train import main
-    try:
-        code = main(argv)
-    except SystemExit as exc:           # argparse's exit for a bad flag or value
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    return call_main(main, argv, capsys)
 
 
 def fast(out_dir, *extra):
