@@ -998,6 +998,7 @@ PYBIND11_MODULE(_C, m) {
     m.attr("openmp") = false;
 #endif
     m.attr("malloc_tuned") = tinyroots::tune_allocator();
+    m.attr("FEW_ROWS_MAX") = tinyroots::GEMM_FEW_ROWS_MAX;
 
     // -- kernels -------------------------------------------------------------------------
     // linear / matmul (gemm.h)

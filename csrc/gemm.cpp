@@ -40,14 +40,15 @@
 // blocks (B) by which packs less. Each element of C is summed in the same order whatever the
 // number of threads, so results do not depend on it.
 //
-// Few rows (M <= SMALL_M_MAX = 32): decoding one token multiplies a vector by
+// Few rows (M <= SMALL_M_MAX = GEMM_FEW_ROWS_MAX = 16): decoding one token multiplies a vector by
 // each weight matrix, and each weight is used once, so the cost is reading the weights (memory
 // bound). Packing B would read and write it once more, so these shapes use unpacked kernels
 // that read B where it is: for x @ W, a few rows of W at a time, streamed across a wide range
 // of columns (C[i, j:j+64] += x[i, k] * W[k, j:j+64], tile after tile), the rows taken from a
 // few far-apart segments of W so that each segment is one long sequential stream (see
-// gemm_small); for the tied LM head x @ wte^T, dot products along the rows of wte. Up to M = 32
-// this also beats packing, whose cost is then spread over too few rows.
+// gemm_small); for the tied LM head x @ wte^T, dot products along the rows of wte. Up to M = 16
+// this also beats packing, whose cost is then spread over too few rows (at 32 rows a packed
+// product of a 384 x 1152 weight was already 1.35-1.6x faster than these paths, Intel Xeon).
 #include "gemm.h"
 
 #include <algorithm>
@@ -73,8 +74,8 @@ constexpr int64_t MC = 144;                     // rows of an A block (a multipl
 constexpr int64_t NCT_MAX = 2048;               // columns of a task's B block
 constexpr int64_t TASKS_PER_THREAD = 2;         // for load balance, when the shape allows
 // The few-rows paths.
-constexpr int64_t SMALL_M_MAX = 32;             // up to this many rows, the unpacked kernel ...
-constexpr int64_t DOT_M_MAX = 32;               // ... and for A @ B^T, its dot-product variant
+constexpr int64_t SMALL_M_MAX = GEMM_FEW_ROWS_MAX;  // up to this many rows, the unpacked kernel ...
+constexpr int64_t DOT_M_MAX = GEMM_FEW_ROWS_MAX;    // ... and for A @ B^T, its dot-product variant
 constexpr int64_t SMALL_KC = 8;                 // rows of B streamed side by side
 constexpr int64_t SMALL_GROUP_ROWS = 192;       // at least this many rows of B per K-group ...
 constexpr int64_t SMALL_MAX_GROUPS = 8;         // ... and at most this many groups

@@ -18,6 +18,13 @@
 
 namespace tinyroots {
 
+// Rows up to which a product takes a few-rows path (fp32 and bf16): there each row of C is
+// summed in an order that does not depend on the other rows. Past it, the packed path sums each
+// element in an order set by K alone, also the same for every row, but not the few-rows order.
+// So a row gets the very same result alone or among others as long as both products take the
+// same side of this line -- what batched decoding and packed prompts rely on (model.py).
+constexpr int64_t GEMM_FEW_ROWS_MAX = 16;
+
 // What happens to each element after the product, fused so C is written once.
 struct GemmEpilogue {
     bool accumulate = false;          // C += A @ B (gradient accumulation); else C = A @ B

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "gemm.h"
 #include "gemm_bf16.h"
 
 namespace tinyroots {
@@ -88,10 +89,10 @@ struct KernelSet {
 };
 
 // Rows of A up to which a bf16 B is read in place (SMALL_M_MAX), SMALL_M rows per kernel call.
-// Each row's sums do not depend on the other rows, so a batch of up to 32 rows decoded together
-// gets what each row gets alone.
+// Each row's sums do not depend on the other rows, so a batch of up to 16 rows decoded together
+// gets what each row gets alone (GEMM_FEW_ROWS_MAX, gemm.h).
 constexpr int SMALL_M = 8;
-constexpr int SMALL_M_MAX = 32;
+constexpr int SMALL_M_MAX = (int)GEMM_FEW_ROWS_MAX;
 
 const KernelSet& kernels_portable();
 #if defined(__x86_64__)

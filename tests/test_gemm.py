@@ -208,12 +208,20 @@ def _rows_product(name, x, w, b, residual, e):
     return _C.matmul_nt(x, e)                      # x @ e^T, the tied LM head's form
 
 
-@pytest.mark.parametrize("M", [2, 5, 8, 13, 16, 32])
-def test_few_rows_sum_each_row_as_it_is_summed_alone(M):
-    # Up to 32 rows, a row's sums do not depend on the rows beside it (csrc/gemm.cpp: the
-    # order is fixed by K alone): what lets a server decode many requests in one pass and
-    # still give each its greedy tokens. Bitwise, for x @ W with each epilogue and for the
-    # tied head's x @ E^T, with 1 and 2 threads. K = 384 and 1536 have 2 and 8 K-groups.
+def test_few_rows_boundary_is_exported():
+    assert _C.FEW_ROWS_MAX == 16          # csrc/gemm.h; model.ROWS_PER_PASS follows it
+
+
+@pytest.mark.parametrize("M, alone_rows", [(2, 1), (5, 1), (8, 1), (13, 1), (16, 1),
+                                           (17, 17), (40, 17), (97, 33)])
+def test_rows_are_summed_as_they_are_summed_alone(M, alone_rows):
+    # A row's sums do not depend on the rows beside it, as long as the product it is compared
+    # with takes the same side of FEW_ROWS_MAX = 16: up to 16 rows the few-rows paths fix the
+    # order by K alone, past 16 the packed path does too (its own order). What lets a server
+    # decode many requests in one pass, and prefill many prompts in one pass, and still give
+    # each its greedy tokens. Bitwise, for x @ W with each epilogue and for the tied head's
+    # x @ E^T, with 1 and 2 threads. K = 384 and 1536 have 2 and 8 K-groups. Past 16 rows
+    # each row is compared within a product of alone_rows rows (itself, then others after).
     rng = np.random.default_rng(30 + M)
     before = tinyroots.get_num_threads()
     try:
@@ -225,8 +233,10 @@ def test_few_rows_sum_each_row_as_it_is_summed_alone(M):
                 for name in ("linear", "gelu", "residual", "nt"):
                     together = _rows_product(name, x, w, b, residual, e)
                     for i in range(M):
-                        alone = _rows_product(name, x[i:i + 1], w, b, residual[i:i + 1], e)
-                        np.testing.assert_array_equal(together[i:i + 1], alone, err_msg=name)
+                        rows = (np.arange(alone_rows) + i) % M          # row i first
+                        alone = _rows_product(name, x[rows], w, b, residual[rows], e)
+                        np.testing.assert_array_equal(together[i:i + 1], alone[:1],
+                                                      err_msg=name)
     finally:
         tinyroots.set_num_threads(before)
 

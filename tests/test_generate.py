@@ -146,6 +146,50 @@ def test_decode_rows_gives_each_row_its_logits_alone():
         assert caches[i].length == p.shape[1] + 1
 
 
+def test_prefill_groups_keep_each_prompt_on_its_side_of_few_rows():
+    from tinyroots.model import FEW_ROWS, PACKED_ROWS_MAX, prefill_groups
+    assert FEW_ROWS == 16
+    lengths = [3, 40, 9, 16, 5, 17, 2, 4000, 300]
+    groups = prefill_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        sizes = [lengths[i] for i in g]
+        if max(sizes) <= FEW_ROWS:                  # short prompts: all of them few-rows
+            assert sum(sizes) <= FEW_ROWS
+        else:                                       # long ones: all of them packed
+            assert min(sizes) > FEW_ROWS
+            assert len(g) == 1 or sum(sizes) <= PACKED_ROWS_MAX
+    assert [3, 9] in [[lengths[i] for i in g] for g in groups]     # 3 + 9 share; + 16 would not
+
+
+@pytest.mark.parametrize("weights, n_embd", [("fp32", 384), ("fp32", 30), ("bf16", 384)])
+def test_prefill_rows_gives_each_prompt_its_logits_alone(weights, n_embd):
+    """Prompts run together (packed side by side, or several short ones in a few-rows pass):
+    each prompt's logits and cache bit-equal to running it alone. n_embd 30 leaves vector
+    tails in every row-wise kernel."""
+    from tinyroots.model import prefill_rows
+    tr.manual_seed(2)
+    cfg = tr.GPTConfig(n_layer=2, n_head=6 if n_embd == 384 else 3, n_embd=n_embd,
+                       vocab_size=65, block_size=128)
+    model = tr.GPT(cfg).eval()
+    if weights == "bf16":
+        model.bf16_weights()
+    rng = np.random.default_rng(3)
+    lengths = [3, 40, 9, 17, 33, 1, 64, 5, 100, 2]
+    prompts = [rng.integers(0, 65, n) for n in lengths]
+    caches = [KVCache(cfg, 1, 128) for _ in prompts]
+    together = prefill_rows(model, prompts, caches)
+    assert together.shape == (len(prompts), 65)
+    for i, p in enumerate(prompts):
+        c = KVCache(cfg, 1, 128)
+        alone = model(p[None], kv_cache=c, last_only=True).logits.data[:, -1]
+        np.testing.assert_array_equal(together[i:i + 1], alone, err_msg=f"prompt {i}")
+        assert caches[i].length == len(p)
+        for layer in range(cfg.n_layer):
+            np.testing.assert_array_equal(caches[i].k[layer], c.k[layer])
+            np.testing.assert_array_equal(caches[i].v[layer], c.v[layer])
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(do_sample=True, temperature=math.nan), "temperature"),
     (dict(do_sample=True, temperature=math.inf), "temperature"),

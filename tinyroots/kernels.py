@@ -41,6 +41,10 @@ if _requested == "cuda":
 
 BACKEND = "cpu" if _C is not None else "numpy"
 
+# Rows up to which the extension's matrix products take their few-rows paths (csrc/gemm.h,
+# GEMM_FEW_ROWS_MAX): model.py keeps batched decoding exact with it. None with NumPy.
+FEW_ROWS_MAX = getattr(_C, "FEW_ROWS_MAX", None) if _C is not None else None
+
 # which implementation each kernel got: {"layernorm_forward": "cpu", "gelu_forward": "numpy", ...}
 IMPLEMENTATION = {}
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .. import kernels
 from ..config import ConfigError, check_common, parse_config
+from ..model import ROWS_PER_PASS
 
 
 @dataclass
@@ -28,7 +29,7 @@ class ServeArgs:
     api_key: str = ""                  # require 'Authorization: Bearer KEY' (or TINYROOTS_API_KEY)
     model_name: str = ""               # the model id clients send; default: the directory name
     max_running: int = 16              # sequences decoded together in one batch
-    rows_per_pass: int = 32            # rows per pass through the weights; <= 32: exact (README)
+    rows_per_pass: int = ROWS_PER_PASS  # rows per pass through the weights; <= 16: exact (README)
     max_waiting: int = 64              # sequences queued beyond those; more is HTTP 429
     max_n: int = 8                     # the largest n (choices per request)
     max_body: int = 1048576            # largest request body in bytes; more is HTTP 413

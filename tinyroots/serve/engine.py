@@ -2,15 +2,16 @@
 
 Continuous batching, as vLLM or llama.cpp's server do it, on tinyroots' own kernels:
 
-    submit(seq) --> waiting --(next step: prompt run alone into its own KVCache)--> running
+    submit(seq) --> waiting --(next step: prompt run into its own KVCache)--> running
     running: every step, one token for every running sequence, all in one decode_rows() call
              (the matrix products see the whole batch; attention reads each row's own cache)
     a sequence leaves when it ends (its stop token, max_tokens, the context) or is cancelled
     (a client that went away, a stop string found by the HTTP layer); its slot is free at once
 
 A request never waits for the others to finish: it joins at the next step and decodes at its
-own position. Greedy tokens are those of model.generate() alone (decode_rows keeps every row's
-arithmetic independent of its neighbours). The loop knows token ids only; text, stop strings and
+own position. The prompts that join at one step run together where that changes no bit of
+their results (model.prefill_rows). Greedy tokens are those of model.generate() alone
+(prefill_rows and decode_rows keep every row's arithmetic independent of its neighbours). The loop knows token ids only; text, stop strings and
 the HTTP shapes live in api.py.
 """
 
@@ -21,7 +22,8 @@ from collections import deque
 import numpy as np
 
 from .. import kernels
-from ..model import ROWS_PER_PASS, KVCache, decode_rows, sample_next, warp_logits
+from ..model import (ROWS_PER_PASS, KVCache, decode_rows, prefill_rows, sample_next,
+                     warp_logits)
 from ..tensor import no_grad
 
 
@@ -136,29 +138,42 @@ class Engine:
                     joining = []
                     while self.waiting and len(self.running) + len(joining) < self.max_running:
                         joining.append(self.waiting.popleft())
-                for seq in joining:
-                    self._start(seq)
+                self._start(joining)
                 self._drop_finished()
                 if self.running:
                     self._step()
                     self._drop_finished()
 
-    def _start(self, seq):
-        """Run the prompt alone into the sequence's own cache; pick its first token."""
+    def _start(self, seqs):
+        """Run the prompts into their own caches (together: prefill_rows); pick first tokens."""
+        seqs = [s for s in seqs if not self._cancelled(s)]
+        if not seqs:
+            return
+        cfg = self.model.config
+        for seq in seqs:
+            seq.cache = KVCache(cfg, 1, len(seq.prompt) + seq.max_tokens)
+        try:
+            logits = prefill_rows(self.model, [s.prompt for s in seqs], [s.cache for s in seqs])
+        except Exception:            # noqa: BLE001 - find the one that fails; the others go on
+            logits = None
+        for i, seq in enumerate(seqs):
+            try:
+                if logits is None:   # alone, into a fresh cache
+                    seq.cache = KVCache(cfg, 1, len(seq.prompt) + seq.max_tokens)
+                    row = prefill_rows(self.model, [seq.prompt], [seq.cache])
+                else:
+                    row = logits[i:i + 1]
+                self._advance(seq, row)
+            except Exception as exc:  # noqa: BLE001 - one bad sequence must not stop the loop
+                self._fail(seq, exc)
+                continue
+            with self.wakeup:
+                self.running.append(seq)
+
+    def _cancelled(self, seq):
         if seq.cancelled:
             self._finish(seq, "cancelled")
-            return
-        try:
-            cfg = self.model.config
-            seq.cache = KVCache(cfg, 1, len(seq.prompt) + seq.max_tokens)
-            ids = np.asarray([seq.prompt], dtype=np.int64)
-            logits = self.model(ids, kv_cache=seq.cache, last_only=True).logits.data[:, -1, :]
-            self._advance(seq, logits)
-        except Exception as exc:     # noqa: BLE001 - one bad sequence must not stop the loop
-            self._fail(seq, exc)
-            return
-        with self.wakeup:
-            self.running.append(seq)
+        return seq.cancelled
 
     def _step(self):
         """One token for every running sequence."""
