@@ -11,8 +11,8 @@ Continuous batching, as vLLM or llama.cpp's server do it, on tinyroots' own kern
 A request never waits for the others to finish: it joins at the next step and decodes at its
 own position. The prompts that join at one step run together where that changes no bit of
 their results (model.prefill_rows). Greedy tokens are those of model.generate() alone
-(prefill_rows and decode_rows keep every row's arithmetic independent of its neighbours). The loop knows token ids only; text, stop strings and
-the HTTP shapes live in api.py.
+(prefill_rows and decode_rows keep every row's arithmetic independent of its neighbours).
+The loop knows token ids only; text, stop strings and the HTTP shapes live in api.py.
 """
 
 import sys
