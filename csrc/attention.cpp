@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -220,6 +221,19 @@ void attention_decode_rows(float* out, HeadsView q, const HeadsView* k, const He
             });
         }
     }
+}
+
+void kv_append_rows(HeadsView k_new, HeadsView v_new, const HeadsView* k, const HeadsView* v,
+                    const int64_t* n_past, int64_t B, int64_t NH, int64_t Tq, int64_t HS) {
+    const size_t bytes = (size_t)HS * sizeof(float);
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < NH; h++)
+            for (int64_t t = 0; t < Tq; t++) {
+                std::memcpy(const_cast<float*>(k[b].row(0, h, n_past[b] + t)), k_new.row(b, h, t),
+                            bytes);
+                std::memcpy(const_cast<float*>(v[b].row(0, h, n_past[b] + t)), v_new.row(b, h, t),
+                            bytes);
+            }
 }
 
 }  // namespace tinyroots

@@ -40,4 +40,11 @@ void attention_decode(float* out, HeadsView q, HeadsView k, HeadsView v, int64_t
 void attention_decode_rows(float* out, HeadsView q, const HeadsView* k, const HeadsView* v,
                            const int64_t* n_past, int64_t B, int64_t NH, int64_t Tq, int64_t HS);
 
+// What comes before it in a decoding step: row b's Tq new keys and values, k_new and v_new
+// (B, NH, Tq, HS), are written into its own cache k[b], v[b] at positions n_past[b] onwards.
+// The caller makes sure those caches are writable (the only decoding kernel that writes into
+// its arguments).
+void kv_append_rows(HeadsView k_new, HeadsView v_new, const HeadsView* k, const HeadsView* v,
+                    const int64_t* n_past, int64_t B, int64_t NH, int64_t Tq, int64_t HS);
+
 }  // namespace tinyroots

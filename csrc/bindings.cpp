@@ -879,12 +879,24 @@ F32 attention_decode(py::handle q_, py::handle k_, py::handle v_, int64_t n_past
     return out;
 }
 
+// With k_new and v_new (B, NH, Tq, HS), the new positions' keys and values are first written into
+// each row's cache (kv_append_rows): one call per layer does a decoding step's cache work.
 F32 attention_decode_rows(py::handle q_, py::sequence ks_, py::sequence vs_,
-                          std::vector<int64_t> n_past) {
+                          std::vector<int64_t> n_past, py::handle k_new_, py::handle v_new_) {
     const char* kn = "attention_decode_rows";
     F32 q = input_f32_rows(q_, kn, "q");
     if (q.ndim() != 4) fail(kn, "q must be 4-D (B, NH, Tq, HS), got " + shape_str(q));
     const int64_t B = q.shape(0), NH = q.shape(1), Tq = q.shape(2), HS = q.shape(3);
+    if (k_new_.is_none() != v_new_.is_none())
+        fail(kn, "k_new and v_new come together (both arrays, or both None)");
+    const bool append = !k_new_.is_none();
+    F32 k_new, v_new;
+    if (append) {
+        k_new = input_f32_rows(k_new_, kn, "k_new");
+        expect_shape(k_new, {B, NH, Tq, HS}, kn, "k_new");
+        v_new = input_f32_rows(v_new_, kn, "v_new");
+        expect_shape(v_new, {B, NH, Tq, HS}, kn, "v_new");
+    }
     if ((int64_t)ks_.size() != B || (int64_t)vs_.size() != B || (int64_t)n_past.size() != B)
         fail(kn, "ks, vs and n_past must each hold one entry per row of q (" +
                      std::to_string(B) + "), got " + std::to_string(ks_.size()) + ", " +
@@ -893,9 +905,11 @@ F32 attention_decode_rows(py::handle q_, py::sequence ks_, py::sequence vs_,
     std::vector<tinyroots::HeadsView> ks, vs;
     for (int64_t b = 0; b < B; b++) {
         const std::string where = "[" + std::to_string(b) + "]";
-        F32 k = input_f32_rows(ks_[b], kn, ("ks" + where).c_str());
+        // the caches are written into when appending: then a converted copy would lose it
+        const auto cache = append ? inplace_f32 : input_f32_rows;
+        F32 k = cache(ks_[b], kn, ("ks" + where).c_str());
         expect_shape(k, {1, NH, -1, HS}, kn, ("ks" + where).c_str());
-        F32 v = input_f32_rows(vs_[b], kn, ("vs" + where).c_str());
+        F32 v = cache(vs_[b], kn, ("vs" + where).c_str());
         expect_shape(v, {1, NH, k.shape(2), HS}, kn, ("vs" + where).c_str());
         if (n_past[b] < 0 || n_past[b] + Tq > k.shape(2))
             fail(kn, "n_past" + where + " = " + std::to_string(n_past[b]) + " with Tq = " +
@@ -911,6 +925,9 @@ F32 attention_decode_rows(py::handle q_, py::sequence ks_, py::sequence vs_,
     F32 out(Shape{B, NH, Tq, HS});
     {
         ReleaseGilFor nogil(keys * NH * Tq * HS);
+        if (append)
+            tinyroots::kv_append_rows(heads_view(k_new), heads_view(v_new), ks.data(), vs.data(),
+                                      n_past.data(), B, NH, Tq, HS);
         tinyroots::attention_decode_rows(out.mutable_data(), heads_view(q), ks.data(), vs.data(),
                                          n_past.data(), B, NH, Tq, HS);
     }
@@ -1065,7 +1082,8 @@ PYBIND11_MODULE(_C, m) {
     m.def("attention_decode", &attention_decode, py::arg("q"), py::arg("k"), py::arg("v"),
           py::arg("n_past"));
     m.def("attention_decode_rows", &attention_decode_rows, py::arg("q"), py::arg("ks"),
-          py::arg("vs"), py::arg("n_past"));
+          py::arg("vs"), py::arg("n_past"), py::arg("k_new") = py::none(),
+          py::arg("v_new") = py::none());
     // the plain loops of attention.cpp, on their own (tested against ref like the rest)
     m.def("attention_forward_plain", &attention_forward_plain, py::arg("qkv"), py::arg("n_head"));
     m.def("attention_backward_plain", &attention_backward_plain, py::arg("dout"), py::arg("qkv"),

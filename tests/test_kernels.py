@@ -450,6 +450,26 @@ def test_attention_decode_rows_is_each_row_alone(threads):
     close(got, ref.attention_decode_rows(q, ks, vs, past), 1e-5, 1e-5, "attention_decode_rows")
 
 
+def test_attention_decode_rows_appends_new_keys_first(threads):
+    # with k_new, v_new: each row's new keys and values land in its own cache at n_past (as
+    # ref writes them), and the attention is what it is when they were written beforehand
+    rng = np.random.default_rng(17)
+    NH, HS, Tq = 2, 16, 3
+    sizes, past = [8, 20, 5], [2, 11, 0]
+    ks = [rand(rng, 1, NH, n, HS) for n in sizes]
+    vs = [rand(rng, 1, NH, n, HS) for n in sizes]
+    q, k_new, v_new = (rand(rng, len(sizes), NH, Tq, HS) for _ in range(3))
+    ref_ks, ref_vs = [k.copy() for k in ks], [v.copy() for v in vs]
+    want = ref.attention_decode_rows(q, ref_ks, ref_vs, past, k_new=k_new, v_new=v_new)
+    got = _C.attention_decode_rows(q, ks, vs, past, k_new=k_new, v_new=v_new)
+    for b, n in enumerate(past):
+        np.testing.assert_array_equal(ks[b], ref_ks[b])
+        np.testing.assert_array_equal(ks[b][0, :, n:n + Tq], k_new[b])
+        np.testing.assert_array_equal(vs[b][0, :, n:n + Tq], v_new[b])
+    np.testing.assert_array_equal(got, _C.attention_decode_rows(q, ks, vs, past))
+    close(got, want, 1e-5, 1e-5, "attention_decode_rows appending")
+
+
 def test_attention_decode_rows_errors():
     q, k = np.zeros((2, 2, 1, 8), np.float32), np.zeros((1, 2, 5, 8), np.float32)
     with pytest.raises(ValueError, match="one entry per row of q"):
@@ -460,6 +480,17 @@ def test_attention_decode_rows_errors():
         _C.attention_decode_rows(q, [k, k], [k[:, :, :4], k], [0, 1])
     with pytest.raises(TypeError, match=r"ks\[1\]"):
         _C.attention_decode_rows(q, [k, k.astype(np.float64)], [k, k], [0, 1])
+    new = np.zeros((2, 2, 1, 8), np.float32)
+    with pytest.raises(ValueError, match="k_new and v_new come together"):
+        _C.attention_decode_rows(q, [k, k], [k, k], [0, 1], k_new=new)
+    with pytest.raises(ValueError, match=r"k_new must have shape"):
+        _C.attention_decode_rows(q, [k, k], [k, k], [0, 1], k_new=new[:1], v_new=new)
+    frozen = k.copy()
+    frozen.flags.writeable = False        # appending into it would be lost, or a crash
+    with pytest.raises(ValueError, match=r"ks\[1\] is updated in place"):
+        _C.attention_decode_rows(q, [k, frozen], [k, k], [0, 1], k_new=new, v_new=new)
+    with pytest.raises(ValueError, match=r"vs\[0\] is updated in place"):
+        _C.attention_decode_rows(q, [k, k], [k[:, :, ::2], k], [0, 1], k_new=new, v_new=new)
 
 
 def test_attention_decode_errors():

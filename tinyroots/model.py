@@ -290,22 +290,21 @@ class RowCaches:
     def attend(self, layer, qkv, n_head):
         """qkv (B, T, 3C) -> (B, T, C); row i attends over caches[i] only.
 
-        What KVCache.attend does for one row, for every row: each row's new keys and values go
-        into its own cache, then one kernel call attends every row over its own past.
+        What KVCache.attend does for one row, for every row, in one kernel call: each row's new
+        keys and values go into its own cache, then each row attends over its own past.
         """
         B, T, C3 = qkv.shape
         C = C3 // 3
         heads = qkv.reshape(B, T, 3, n_head, C // n_head).transpose(2, 0, 3, 1, 4)
         q = np.ascontiguousarray(heads[0])                                 # (B, NH, T, HS)
-        for i, c in enumerate(self.caches):
-            if c.length + T > c.max_len:
-                raise ValueError(f"KVCache: {c.length} cached + {T} new positions exceed its "
+        lengths = [c.length for c in self.caches]
+        for c, n in zip(self.caches, lengths):
+            if n + T > c.max_len:
+                raise ValueError(f"KVCache: {n} cached + {T} new positions exceed its "
                                  f"size {c.max_len}")
-            c.k[layer][:, :, c.length:c.length + T] = heads[1, i]
-            c.v[layer][:, :, c.length:c.length + T] = heads[2, i]
         y = K.attention_decode_rows(q, [c.k[layer] for c in self.caches],
-                                    [c.v[layer] for c in self.caches],
-                                    [c.length for c in self.caches])          # (B, NH, T, HS)
+                                    [c.v[layer] for c in self.caches], lengths,
+                                    k_new=heads[1], v_new=heads[2])           # (B, NH, T, HS)
         return np.ascontiguousarray(y.transpose(0, 2, 1, 3)).reshape(B, T, C)
 
     def positions(self, T):

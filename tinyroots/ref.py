@@ -379,19 +379,30 @@ def attention_decode(q, k, v, n_past):
     return softmax_forward(s).astype(q.dtype, copy=False) @ v
 
 
-def attention_decode_rows(q, ks, vs, n_past):
+def attention_decode_rows(q, ks, vs, n_past, k_new=None, v_new=None):
     """attention_decode for a batch whose rows keep their own caches -> y (B, NH, Tq, HS).
 
     q (B, NH, Tq, HS); ks[b], vs[b] (1, NH, Tmax_b, HS) are row b's cache buffers and n_past[b]
     its length: each row is exactly attention_decode of that row alone. This is how the
     requests of a server decode together, each at its own position (model.RowCaches).
+    k_new, v_new (B, NH, Tq, HS), when given, are the new positions' keys and values: they are
+    first written into each row's cache at n_past[b] onwards (in place, like the optimizers).
     """
+    if (k_new is None) != (v_new is None):
+        raise ValueError("attention_decode_rows: k_new and v_new come together (both arrays, "
+                         "or both None)")
+    if k_new is not None:
+        Tq = q.shape[2]
+        for b in range(q.shape[0]):
+            ks[b][0, :, n_past[b]:n_past[b] + Tq] = k_new[b]
+            vs[b][0, :, n_past[b]:n_past[b] + Tq] = v_new[b]
     return np.concatenate([attention_decode(q[b:b + 1], ks[b], vs[b], n_past[b])
                            for b in range(q.shape[0])], axis=0)
 
 
 # ---------------------------------------------------------------------------------------------
-# optimizer updates (in place: the only kernels that write into their arguments)
+# optimizer updates (in place: with attention_decode_rows' appending, the only kernels that
+# write into their arguments)
 
 
 def adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
