@@ -17,6 +17,7 @@ MODELS = {
     "6x384-v65": dict(n_layer=6, n_head=6, n_embd=384, vocab_size=65, block_size=256),
 }
 PROMPT, NEW = 16, 64
+ROUNDS = 5          # pairs behind each fp32 ratio (see test_greedy_decode)
 _cache, _speed = {}, {}
 
 
@@ -53,15 +54,23 @@ def test_greedy_decode(benchmark, tmp_path_factory, framework, name):
     out = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     assert out.shape == (1, PROMPT + NEW)
     tok_s = NEW / benchmark.stats.stats.median
-    _speed[(framework, name)] = (tok_s, out)
+    _speed[(framework, name)] = (tok_s, out, run)
     benchmark.extra_info["tokens_per_s"] = tok_s
     line = f"\n[{framework} {name}] {tok_s:,.1f} tokens/s"
     ref = _speed.get(("transformers", name))
     if framework == "tinyroots" and ref:
-        benchmark.extra_info["speedup_vs_transformers"] = tok_s / ref[0]
+        # subtle: the two tests ran a minute apart, and this machine's speed drifts by more
+        # than the gap being measured; the ratio is the median over ROUNDS pairs run back to
+        # back (tinyroots, then transformers), each after a warm-up generation
+        ratios = [_best_tokens_per_s(run, 1) / _best_tokens_per_s(ref[2], 1)
+                  for _ in range(ROUNDS)]
+        ratio = float(np.median(ratios))
+        benchmark.extra_info["speedup_vs_transformers"] = ratio
+        benchmark.extra_info["speedup_vs_transformers_rounds"] = ratios
         benchmark.extra_info["same_tokens"] = bool(np.array_equal(out, ref[1]))
-        line += f" = {tok_s / ref[0]:.2f}x transformers (same tokens: " \
-                f"{np.array_equal(out, ref[1])})"
+        line += (f" = {ratio:.2f}x transformers (median of {ROUNDS} pairs: "
+                 f"{', '.join(f'{r:.2f}' for r in ratios)}; same tokens: "
+                 f"{np.array_equal(out, ref[1])})")
     print(line)
 
 
