@@ -470,6 +470,29 @@ def test_attention_decode_rows_appends_new_keys_first(threads):
     close(got, want, 1e-5, 1e-5, "attention_decode_rows appending")
 
 
+def test_large_outputs_start_apart_from_their_inputs_modulo_4k():
+    # csrc/bindings.cpp output_apart: an elementwise kernel's large output starts far (modulo
+    # 4 KB) from its inputs, so that its stores do not stall its loads ("4K aliasing"); it is
+    # an ordinary, writeable, C-contiguous array that frees its memory with it
+    rng = np.random.default_rng(18)
+    x, d = rand(rng, 512, 256), rand(rng, 512, 256)             # 512 KB each
+    w, b = np.ones(256, np.float32), np.zeros(256, np.float32)
+
+    def gap(out, *inputs):
+        return min(min(g, 4096 - g) for g in ((out.ctypes.data - a.ctypes.data) % 4096
+                                              for a in inputs))
+    outs = {"gelu_forward": (_C.gelu_forward(x), (x,)),
+            "gelu_backward": (_C.gelu_backward(d, x), (d, x)),
+            "softmax_forward": (_C.softmax_forward(x), (x,)),
+            "layernorm_forward": (_C.layernorm_forward(x, w, b, 1e-5)[0], (x,))}
+    for name, (out, inputs) in outs.items():
+        assert gap(out, *inputs) >= 1024, name
+        assert out.flags.c_contiguous and out.flags.writeable and out.dtype == np.float32
+    np.testing.assert_array_equal(outs["gelu_forward"][0], _C.gelu_forward(x.copy()))
+    small = rand(rng, 4, 8)
+    assert _C.gelu_forward(small).flags.owndata          # small ones: numpy's own allocation
+
+
 def test_attention_decode_rows_errors():
     q, k = np.zeros((2, 2, 1, 8), np.float32), np.zeros((1, 2, 5, 8), np.float32)
     with pytest.raises(ValueError, match="one entry per row of q"):
