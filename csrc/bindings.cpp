@@ -68,14 +68,19 @@ std::string shape_str(const Shape& s) {
 // that load until it completes: gelu_forward over 4096 x 1536 floats took 14 ms instead of 2.9
 // (Intel Xeon, 1 thread). Outputs of at least APART_MIN_BYTES are therefore allocated here with
 // a 64-byte-aligned start as far as possible (modulo 4 KB) from every input's, freed with the
-// array; smaller ones stay in the caches, where it costs little.
+// array; smaller ones stay in the caches, where it costs little. Only while malloc serves them
+// from its heap (under the mmap threshold that tune_allocator raises to 32 MB): a larger block
+// is mapped afresh each time and faults in 4 KB pages, where numpy's own allocation asks for
+// huge pages (a 51 MB cross-entropy gradient: 12,565 page faults and 36 ms instead of 18).
 constexpr size_t APART_MIN_BYTES = 256 * 1024;
+bool malloc_tuned = false;  // set once at import
 
 F32 output_apart(const Shape& shape, std::initializer_list<const void*> inputs) {
     size_t n = 1;
     for (int64_t d : shape) n *= (size_t)d;
     const size_t bytes = n * sizeof(float);
-    if (bytes < APART_MIN_BYTES) return F32(shape);
+    const size_t heap_max = malloc_tuned ? 32 * 1024 * 1024 - 8192 : 0;
+    if (bytes < APART_MIN_BYTES || bytes > heap_max) return F32(shape);
     char* raw = static_cast<char*>(std::malloc(bytes + 4096 + 64));
     if (!raw) throw std::bad_alloc();
     const uintptr_t first = ((uintptr_t)raw + 63) & ~(uintptr_t)63;
@@ -1053,7 +1058,8 @@ PYBIND11_MODULE(_C, m) {
 #else
     m.attr("openmp") = false;
 #endif
-    m.attr("malloc_tuned") = tinyroots::tune_allocator();
+    malloc_tuned = tinyroots::tune_allocator();
+    m.attr("malloc_tuned") = malloc_tuned;
     m.attr("FEW_ROWS_MAX") = tinyroots::GEMM_FEW_ROWS_MAX;
 
     // -- kernels -------------------------------------------------------------------------
