@@ -283,7 +283,7 @@ F32 linear_residual_forward(py::handle x_, py::handle w_, py::handle b_, py::han
     LinearArgs a = linear_args(x_, w_, b_, k);
     F32 residual = input_f32(residual_, k, "residual");
     expect_shape(residual, a.out_shape, k, "residual");
-    F32 out(a.out_shape);
+    F32 out = output_apart(a.out_shape, {residual.data()});  // the epilogue reads residual
     {
         py::gil_scoped_release nogil;
         tinyroots::linear_residual_forward(out.mutable_data(), a.x.data(), a.w.data(), a.bias,
@@ -492,7 +492,7 @@ F32 linear_residual_forward_bf16(py::handle x_, py::handle w_, py::handle b_,
     LinearBf16Args a = linear_bf16_args(x_, w_, b_, k);
     F32 residual = input_f32(residual_, k, "residual");
     expect_shape(residual, a.out_shape, k, "residual");
-    F32 out(a.out_shape);
+    F32 out = output_apart(a.out_shape, {residual.data()});  // the epilogue reads residual
     {
         py::gil_scoped_release nogil;
         tinyroots::linear_residual_forward_bf16(out.mutable_data(), a.x.op, a.w.op, a.bias,
