@@ -188,6 +188,10 @@ def test_prefill_rows_gives_each_prompt_its_logits_alone(weights, n_embd):
         for layer in range(cfg.n_layer):
             np.testing.assert_array_equal(caches[i].k[layer], c.k[layer])
             np.testing.assert_array_equal(caches[i].v[layer], c.v[layer])
+    with pytest.raises(ValueError, match=r"prompts\[1\] contains token id 65"):
+        prefill_rows(model, [prompts[0], [1, 65]], [KVCache(cfg, 1, 128) for _ in range(2)])
+    with pytest.raises(ValueError, match="exceed its size 8"):
+        prefill_rows(model, [prompts[1]], [KVCache(cfg, 1, 8)])
 
 
 @pytest.mark.parametrize("kwargs, match", [

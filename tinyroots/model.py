@@ -394,12 +394,15 @@ def prefill_rows(model, prompts, caches):
 
     Prompts that may share a pass (prefill_groups) go through the weights together, their
     tokens side by side in one row (PackedCaches): 16 prompts of 32 tokens took 60 ms together
-    against 100 ms one by one (6x384 model, Intel Xeon, 2 threads). The caller checks that each
-    prompt fits the model's context and its cache.
+    against 100 ms one by one (6x384 model, Intel Xeon, 2 threads). Each prompt is checked as
+    forward checks input_ids; a cache too small for its prompt is KVCache's error.
     """
     if model.training:
         raise RuntimeError("prefill_rows: a kv_cache is for inference; call model.eval() first")
-    prompts = [np.asarray(p, dtype=np.int64).reshape(-1) for p in prompts]
+    if len(caches) != len(prompts):
+        raise ValueError(f"prefill_rows: {len(prompts)} prompts need as many caches, got "
+                         f"{len(caches)}")
+    prompts = [model.check_ids(p, f"prompts[{i}]")[0] for i, p in enumerate(prompts)]
     out = [None] * len(prompts)
     with no_grad():
         for group in prefill_groups([len(p) for p in prompts]):
