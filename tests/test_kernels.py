@@ -473,7 +473,9 @@ def test_attention_decode_rows_appends_new_keys_first(threads):
 def test_large_outputs_start_apart_from_their_inputs_modulo_4k():
     # csrc/bindings.cpp output_apart: an elementwise kernel's large output starts far (modulo
     # 4 KB) from its inputs, so that its stores do not stall its loads ("4K aliasing"); it is
-    # an ordinary, writeable, C-contiguous array that frees its memory with it
+    # an ordinary, writeable, C-contiguous array that frees its memory with it. Only while
+    # malloc is tuned (not in the sanitizer build, whose allocator is its own): then the
+    # outputs are numpy's own allocations
     rng = np.random.default_rng(18)
     x, d = rand(rng, 512, 256), rand(rng, 512, 256)             # 512 KB each
     w, b = np.ones(256, np.float32), np.zeros(256, np.float32)
@@ -486,7 +488,10 @@ def test_large_outputs_start_apart_from_their_inputs_modulo_4k():
             "softmax_forward": (_C.softmax_forward(x), (x,)),
             "layernorm_forward": (_C.layernorm_forward(x, w, b, 1e-5)[0], (x,))}
     for name, (out, inputs) in outs.items():
-        assert gap(out, *inputs) >= 1024, name
+        if _C.malloc_tuned:
+            assert gap(out, *inputs) >= 1024, name
+        else:
+            assert out.flags.owndata, name
         assert out.flags.c_contiguous and out.flags.writeable and out.dtype == np.float32
     np.testing.assert_array_equal(outs["gelu_forward"][0], _C.gelu_forward(x.copy()))
     small = rand(rng, 4, 8)
