@@ -79,7 +79,7 @@ F32 output_apart(const Shape& shape, std::initializer_list<const void*> inputs) 
     size_t n = 1;
     for (int64_t d : shape) n *= (size_t)d;
     const size_t bytes = n * sizeof(float);
-    const size_t heap_max = malloc_tuned ? 32 * 1024 * 1024 - 8192 : 0;
+    const size_t heap_max = malloc_tuned ? tinyroots::MALLOC_MMAP_THRESHOLD - 8192 : 0;
     if (bytes < APART_MIN_BYTES || bytes > heap_max) return F32(shape);
     char* raw = static_cast<char*>(std::malloc(bytes + 4096 + 64));
     if (!raw) throw std::bad_alloc();
@@ -947,10 +947,10 @@ F32 attention_decode_rows(py::handle q_, py::sequence ks_, py::sequence vs_,
                      std::to_string(vs_.size()) + " and " + std::to_string(n_past.size()));
     std::vector<F32> keep;  // the arrays stay alive (and converted) while the kernel runs
     std::vector<tinyroots::HeadsView> ks, vs;
+    // the caches are written into when appending: then a converted copy would lose the write
+    const auto cache = append ? inplace_f32 : input_f32_rows;
     for (int64_t b = 0; b < B; b++) {
         const std::string where = "[" + std::to_string(b) + "]";
-        // the caches are written into when appending: then a converted copy would lose it
-        const auto cache = append ? inplace_f32 : input_f32_rows;
         F32 k = cache(ks_[b], kn, ("ks" + where).c_str());
         expect_shape(k, {1, NH, -1, HS}, kn, ("ks" + where).c_str());
         F32 v = cache(vs_[b], kn, ("vs" + where).c_str());

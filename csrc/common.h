@@ -74,6 +74,8 @@ inline CpuFeatures cpu_features() {
 const char* simd_isa();
 
 // Tunes glibc's malloc to reuse large freed buffers (see cpu.cpp); true if it was applied.
+// Then blocks under MALLOC_MMAP_THRESHOLD come from (and go back to) malloc's heap.
+constexpr size_t MALLOC_MMAP_THRESHOLD = 32 * 1024 * 1024;
 bool tune_allocator();
 
 }  // namespace tinyroots

@@ -38,7 +38,7 @@ bool tune_allocator() {
 #if defined(__GLIBC__)
     const char* env = std::getenv("TINYROOTS_MALLOC_TUNE");
     if (env && std::strcmp(env, "0") == 0) return false;
-    const bool ok = mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024) == 1;
+    const bool ok = mallopt(M_MMAP_THRESHOLD, (int)MALLOC_MMAP_THRESHOLD) == 1;
     return mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 && ok;
 #else
     return false;

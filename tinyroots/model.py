@@ -375,17 +375,19 @@ def prefill_groups(lengths):
     FEW_ROWS in its group as alone (see above), so its result is the one it gets alone:
     prompts of at most FEW_ROWS tokens share while their total stays within FEW_ROWS; longer
     ones share up to PACKED_ROWS_MAX tokens. Without the extension every prompt is alone."""
-    groups, short, long_ = [], [], []
+    if FEW_ROWS <= 1:
+        return [[i] for i in range(len(lengths))]
+    groups = []
+    open_ = {True: ([], 0), False: ([], 0)}        # short?: (the group filling up, its tokens)
     for i, T in enumerate(lengths):
-        if FEW_ROWS <= 1:
-            groups.append([i])
-            continue
-        bucket, cap = (short, FEW_ROWS) if T <= FEW_ROWS else (long_, max(PACKED_ROWS_MAX, T))
-        if bucket and sum(lengths[j] for j in bucket) + T > cap:
-            groups.append(bucket[:])
-            bucket.clear()
-        bucket.append(i)
-    return groups + [b for b in (short, long_) if b]
+        short = T <= FEW_ROWS
+        group, total = open_[short]
+        if group and total + T > (FEW_ROWS if short else max(PACKED_ROWS_MAX, T)):
+            groups.append(group)
+            group, total = [], 0
+        group.append(i)
+        open_[short] = (group, total + T)
+    return groups + [g for g, _ in open_.values() if g]
 
 
 def prefill_rows(model, prompts, caches):

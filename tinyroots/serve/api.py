@@ -360,19 +360,16 @@ class Outbox:
         self.task = self.loop.create_task(self._poll())
 
     async def _poll(self):
-        idle = 0
+        idle = 0                      # polls in a row that found nothing
         while True:
             with self.lock:
                 items, self.items = self.items, []
-                if not items:
-                    idle += 1
-                    if idle > self.IDLE_POLLS:
-                        self.polling = False
-                        return
-            if items:
-                idle = 0
-                for queue, item in items:
-                    queue.put_nowait(item)
+                if not items and idle >= self.IDLE_POLLS:
+                    self.polling = False
+                    return
+            idle = 0 if items else idle + 1
+            for queue, item in items:
+                queue.put_nowait(item)
             await asyncio.sleep(self.POLL)
 
 
