@@ -29,6 +29,7 @@ import resource
 
 import pytest
 
+from conftest import alternate
 from tinyroots.data import CleanConfig, clean
 from tinyroots.data.multilingual import bench_documents
 from tinyroots.data.synthetic import make_corpus
@@ -123,19 +124,12 @@ def test_language_id_cost(benchmark, markov_corpus, tmp_path):
     path, size, _ = markov_corpus
     ml_path = str(tmp_path / "multilingual.jsonl")
     ml_size = _write(ml_path, bench_documents(BENCH_DOCS, seed=0))
-    rates = {"english_only": 0.0, "langid": 0.0}
-
-    def run():
-        # alternate the two, so that a busy neighbour slows both alike
-        for _ in range(ROUNDS):
-            rates["english_only"] = max(rates["english_only"], _best_mb_s(
-                path, size, str(tmp_path / "en"), ENGLISH_ONLY, 1))
-            rates["langid"] = max(rates["langid"], _best_mb_s(
-                path, size, str(tmp_path / "lid"), CleanConfig(), 1))
-        rates["multilingual"] = _best_mb_s(ml_path, ml_size, str(tmp_path / "ml"), CleanConfig(),
-                                           ROUNDS)
-
-    benchmark.pedantic(run, rounds=1, iterations=1)
+    sides = {"english_only": lambda: _best_mb_s(path, size, str(tmp_path / "en"), ENGLISH_ONLY, 1),
+             "langid": lambda: _best_mb_s(path, size, str(tmp_path / "lid"), CleanConfig(), 1)}
+    runs = benchmark.pedantic(alternate, args=(sides, ROUNDS), rounds=1, iterations=1)
+    rates = {k: max(v) for k, v in runs.items()}
+    rates["multilingual"] = _best_mb_s(ml_path, ml_size, str(tmp_path / "ml"), CleanConfig(),
+                                       ROUNDS)
     ratio = rates["langid"] / rates["english_only"]
     benchmark.extra_info.update({k: round(v, 3) for k, v in rates.items()})
     benchmark.extra_info["langid/english_only"] = round(ratio, 3)

@@ -28,6 +28,8 @@ import sys
 
 import pytest
 
+from conftest import alternate
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "distributed_worker.py")
 MPIEXEC = os.path.join(os.path.dirname(sys.executable), "mpiexec")
@@ -84,14 +86,8 @@ def test_data_parallel(benchmark, name):
     pytest.importorskip("torch")
     benchmark.group = f"data parallel config {name}"
 
-    def alternate():
-        runs = {side: [] for side in SIDES}
-        for _ in range(ROUNDS):
-            for side, run in SIDES.items():
-                runs[side].append(run(name)["median_step_s"])
-        return runs
-
-    runs = benchmark.pedantic(alternate, rounds=1, iterations=1)
+    sides = {side: lambda run=run: run(name)["median_step_s"] for side, run in SIDES.items()}
+    runs = benchmark.pedantic(alternate, args=(sides, ROUNDS), rounds=1, iterations=1)
     best = {side: min(times) for side, times in runs.items()}
     vs_ddp = best["torch DDP 2x1"] / best["tinyroots 2x1"]
     efficiency = best["tinyroots 1x1"] / best["tinyroots 2x1"] / 2

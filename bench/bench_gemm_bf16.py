@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import BENCH_THREADS
+from conftest import BENCH_THREADS, alternate
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SHAPES = [(1024, 768, 3072), (1024, 3072, 768), (1024, 768, 2304), (4096, 384, 1536),
@@ -53,15 +53,10 @@ def test_gemm_bf16(benchmark, form, N, C, OC):
     theirs = {"NN": lambda: tx @ tw, "NT": lambda: tg @ tw.T, "TN": lambda: tx.T @ tg}[form]
     benchmark.group = f"bf16 GEMM {form} N={N} C={C} OC={OC}"
 
-    def alternate():
-        best = {"tinyroots": float("inf"), "torch": float("inf")}
-        ours(), theirs()  # warm-up
-        for _ in range(ROUNDS):
-            best["tinyroots"] = min(best["tinyroots"], best_seconds(ours, 1))
-            best["torch"] = min(best["torch"], best_seconds(theirs, 1))
-        return best
-
-    best = benchmark.pedantic(alternate, rounds=1, iterations=1)
+    ours(), theirs()  # warm-up
+    sides = {"tinyroots": lambda: best_seconds(ours, 1), "torch": lambda: best_seconds(theirs, 1)}
+    runs = benchmark.pedantic(alternate, args=(sides, ROUNDS), rounds=1, iterations=1)
+    best = {k: min(v) for k, v in runs.items()}
     flops = 2.0 * N * C * OC
     gflops = {k: flops / v / 1e9 for k, v in best.items()}
     ratio = gflops["tinyroots"] / gflops["torch"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import tinyroots as tr
+from conftest import alternate, paired_ratios, pairs_text
 
 MODELS = {
     "gpt2-124M": dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, block_size=1024),
@@ -59,17 +60,14 @@ def test_greedy_decode(benchmark, tmp_path_factory, framework, name):
     line = f"\n[{framework} {name}] {tok_s:,.1f} tokens/s"
     ref = _speed.get(("transformers", name))
     if framework == "tinyroots" and ref:
-        # subtle: the two tests ran a minute apart, and this machine's speed drifts by more
-        # than the gap being measured; the ratio is the median over ROUNDS pairs run back to
-        # back (tinyroots, then transformers), each after a warm-up generation
-        ratios = [_best_tokens_per_s(run, 1) / _best_tokens_per_s(ref[2], 1)
-                  for _ in range(ROUNDS)]
-        ratio = float(np.median(ratios))
+        # the two tests ran a minute apart: the ratio is the median of ROUNDS pairs run back to
+        # back (conftest.paired_ratios), each side after a warm-up generation
+        ratio, ratios = paired_ratios(lambda: _best_tokens_per_s(run, 1),
+                                      lambda: _best_tokens_per_s(ref[2], 1), ROUNDS)
         benchmark.extra_info["speedup_vs_transformers"] = ratio
         benchmark.extra_info["speedup_vs_transformers_rounds"] = ratios
         benchmark.extra_info["same_tokens"] = bool(np.array_equal(out, ref[1]))
-        line += (f" = {ratio:.2f}x transformers (median of {ROUNDS} pairs: "
-                 f"{', '.join(f'{r:.2f}' for r in ratios)}; same tokens: "
+        line += (f" = {ratio:.2f}x transformers ({pairs_text(ratios)}; same tokens: "
                  f"{np.array_equal(out, ref[1])})")
     print(line)
 
@@ -115,14 +113,9 @@ def test_greedy_decode_bf16(benchmark, tmp_path_factory, name):
     except ImportError:
         pass
 
-    def alternate():
-        best = {k: 0.0 for k in runs}
-        for _ in range(BF16_ROUNDS):
-            for k, run in runs.items():
-                best[k] = max(best[k], _best_tokens_per_s(run, 1))
-        return best
-
-    best = benchmark.pedantic(alternate, rounds=1, iterations=1)
+    sides = {k: lambda run=run: _best_tokens_per_s(run, 1) for k, run in runs.items()}
+    rounds = benchmark.pedantic(alternate, args=(sides, BF16_ROUNDS), rounds=1, iterations=1)
+    best = {k: max(v) for k, v in rounds.items()}
     ratio = best["tinyroots bf16"] / best["tinyroots fp32"]
     benchmark.extra_info.update(tokens_per_s=best, bf16_vs_fp32=ratio,
                                 bf16_isa=tr.kernels.info()["bf16_isa"])

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from conftest import BENCH_THREADS
+from conftest import BENCH_THREADS, alternate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
@@ -46,16 +46,6 @@ def run_tinyroots(dtype="fp32"):
     return {"val_loss": summary["final_val_loss"], "wall_s": wall}
 
 
-def alternate(sides):
-    """{name: fn} -> {name: [result of each round]}: the sides take turns, ROUNDS times each,
-    so a drift in the machine's speed falls on all of them."""
-    runs = {name: [] for name in sides}
-    for _ in range(ROUNDS):
-        for name, fn in sides.items():
-            runs[name].append(fn())
-    return runs
-
-
 def test_shakespeare_char_recipe(benchmark):
     try:
         import torch  # noqa: F401  (only to know whether the reference can run)
@@ -63,7 +53,7 @@ def test_shakespeare_char_recipe(benchmark):
     except ImportError:
         frameworks = {"tinyroots": run_tinyroots}
     benchmark.group = "shakespeare_char recipe (whole process)"
-    runs = benchmark.pedantic(alternate, args=(frameworks,), rounds=1, iterations=1)
+    runs = benchmark.pedantic(alternate, args=(frameworks, ROUNDS), rounds=1, iterations=1)
     best = {f: min(r, key=lambda x: x["wall_s"]) for f, r in runs.items()}
     benchmark.extra_info.update(
         rounds={f: [(round(x["wall_s"], 1), x["val_loss"]) for x in r] for f, r in runs.items()})
@@ -86,7 +76,7 @@ def test_shakespeare_char_recipe_bf16(benchmark):
     validation loss. Target: the validation loss within 0.03 of float32's."""
     benchmark.group = "shakespeare_char recipe, bf16 vs fp32 (whole process)"
     sides = {"bf16": lambda: run_tinyroots("bf16"), "fp32": lambda: run_tinyroots("fp32")}
-    runs = benchmark.pedantic(alternate, args=(sides,), rounds=1, iterations=1)
+    runs = benchmark.pedantic(alternate, args=(sides, ROUNDS), rounds=1, iterations=1)
     best = {name: min(r, key=lambda x: x["wall_s"]) for name, r in runs.items()}
     speedup = best["fp32"]["wall_s"] / best["bf16"]["wall_s"]
     diff = best["bf16"]["val_loss"] - best["fp32"]["val_loss"]

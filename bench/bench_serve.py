@@ -29,7 +29,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import BENCH_THREADS
+from conftest import BENCH_THREADS, paired_ratios, pairs_text
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -158,19 +158,16 @@ def test_serve_throughput(benchmark, model, engine, clients):
             f"TTFT p50 {p50 * 1e3:,.0f} ms, p95 {p95 * 1e3:,.0f} ms")
     alone = _results.get((model, "tinyroots", 1))
     if engine == "tinyroots" and clients > 1 and alone:
-        # subtle: the VM's cores change speed from one minute to the next (by up to 1.7x), so
-        # one round at 1 client and one at 16 a minute apart can say 2.8x or 5x. The ratio is
-        # taken from ROUNDS pairs run back to back (the first pair: the two scenarios' runs)
-        ratios = [tok_s / alone[0]]
-        for _ in range(ROUNDS - 1):
-            one = run(url, model, 1)[0]
-            ratios.append(run(url, model, clients)[0] / one)
-        ratio = float(np.median(ratios))
+        # the median of ROUNDS pairs run back to back (conftest.paired_ratios); the first pair
+        # is the two scenarios' own runs
+        ratio, ratios = paired_ratios(lambda: run(url, model, clients)[0],
+                                      lambda: run(url, model, 1)[0], ROUNDS,
+                                      done=[tok_s / alone[0]])
         info["vs_one_at_a_time"] = ratio
         info["vs_one_at_a_time_rounds"] = ratios
         info["same_text_as_one_at_a_time"] = texts == alone[1]
-        line += (f"; {ratio:.2f}x one at a time (median of {len(ratios)} pairs: "
-                 f"{', '.join(f'{r:.2f}' for r in ratios)}; same text: {texts == alone[1]})")
+        line += (f"; {ratio:.2f}x one at a time ({pairs_text(ratios)}; "
+                 f"same text: {texts == alone[1]})")
     best = _results.get((model, "tinyroots", 16))
     if engine == "transformers" and best:
         info["tinyroots_16_clients_vs_this"] = best[0] / tok_s

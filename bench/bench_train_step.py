@@ -24,7 +24,7 @@ import sys
 
 import pytest
 
-from conftest import BENCH_THREADS
+from conftest import BENCH_THREADS, alternate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = {"a": 6, "b": 4, "c": 10, "d": 30}
@@ -47,14 +47,8 @@ def test_train_step(benchmark, name):
         frameworks = ["tinyroots"]
     benchmark.group = f"train step config {name}"
 
-    def alternate():
-        runs = {f: [] for f in frameworks}
-        for _ in range(ROUNDS):
-            for framework in frameworks:
-                runs[framework].append(measure(framework, name))
-        return runs
-
-    runs = benchmark.pedantic(alternate, rounds=1, iterations=1)
+    sides = {f: lambda f=f: measure(f, name) for f in frameworks}
+    runs = benchmark.pedantic(alternate, args=(sides, ROUNDS), rounds=1, iterations=1)
     best = {f: max(r, key=lambda x: x["tokens_per_s"]) for f, r in runs.items()}
     peak = {f: max(x["peak_rss_mb"] for x in r) for f, r in runs.items()}
     benchmark.extra_info.update(
@@ -79,14 +73,8 @@ def test_train_step_bf16(benchmark, name):
     torch = pytest.importorskip("torch")  # noqa: F841  (the reference must be there to compare)
     benchmark.group = f"train step bf16 config {name}"
 
-    def alternate():
-        runs = {"torch": [], "tinyroots": []}
-        for _ in range(ROUNDS):
-            for framework in runs:
-                runs[framework].append(measure(framework, name, "bf16"))
-        return runs
-
-    runs = benchmark.pedantic(alternate, rounds=1, iterations=1)
+    sides = {f: lambda f=f: measure(f, name, "bf16") for f in ("torch", "tinyroots")}
+    runs = benchmark.pedantic(alternate, args=(sides, ROUNDS), rounds=1, iterations=1)
     best = {f: max(r, key=lambda x: x["tokens_per_s"]) for f, r in runs.items()}
     peak = {f: max(x["peak_rss_mb"] for x in r) for f, r in runs.items()}
     speedup = best["tinyroots"]["tokens_per_s"] / best["torch"]["tokens_per_s"]
