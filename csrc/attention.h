@@ -31,9 +31,10 @@ struct HeadsView {
 
 // Attention of Tq new queries against a KV cache, for generation (no backward).
 // q (B, NH, Tq, HS), k, v (B, NH, Tk, HS) -> out (B, NH, Tq, HS), contiguous.
-// Query i sits at position n_past + i and sees keys 0 .. n_past + i.
+// Query i sits at position n_past + i and sees keys 0 .. n_past + i (the caller checks that
+// n_past + Tq <= Tk: the cache holds them).
 void attention_decode(float* out, HeadsView q, HeadsView k, HeadsView v, int64_t B, int64_t NH,
-                      int64_t Tq, int64_t Tk, int64_t HS, int64_t n_past);
+                      int64_t Tq, int64_t HS, int64_t n_past);
 
 // The same for a batch whose rows each keep their own cache (a server's requests): row b's keys
 // and values are k[b], v[b] (each a batch of one), and its queries sit at n_past[b] onwards.

@@ -918,7 +918,7 @@ F32 attention_decode(py::handle q_, py::handle k_, py::handle v_, int64_t n_past
     {
         ReleaseGilFor nogil(B * NH * Tq * Tk * HS);
         tinyroots::attention_decode(out.mutable_data(), heads_view(q), heads_view(k),
-                                    heads_view(v), B, NH, Tq, Tk, HS, n_past);
+                                    heads_view(v), B, NH, Tq, HS, n_past);
     }
     return out;
 }

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from tinyroots.checkpoint import load_model_and_tokenizer  # noqa: E402
 from tinyroots.serve import ServeConfig, create_app  # noqa: E402
-from tinyroots.serve.api import TextTracker  # noqa: E402
+from tinyroots.serve.api import Outbox, TextTracker  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -133,3 +133,23 @@ def test_text_tracker_holds_partial_characters_and_stop_prefixes():
     assert t.text == "Hé\nx" and t.flush() == ""
     garbage = TextTracker(Bytes(), skip_ids=(), stops=[])
     assert [garbage.add(0x80) for _ in range(3)] == ["", "\ufffd", "\ufffd"]   # not held forever
+
+
+def test_outbox_hands_events_over_in_order_and_outlives_a_closed_loop():
+    import asyncio
+    import threading
+
+    async def deliver():
+        outbox, queue = Outbox(asyncio.get_running_loop()), asyncio.Queue()
+        sender = threading.Thread(target=lambda: [outbox.put(queue, i) for i in range(50)])
+        sender.start()
+        got = [await asyncio.wait_for(queue.get(), 5) for _ in range(50)]
+        sender.join()
+        return got
+    assert asyncio.run(deliver()) == list(range(50))   # every event, in order, from a thread
+
+    loop = asyncio.new_event_loop()
+    loop.close()                                       # the server has gone
+    outbox = Outbox(loop)
+    outbox.put(asyncio.Queue(), "late")                # no error from the decoding thread ...
+    assert not outbox.polling                          # ... and no poller counted as running

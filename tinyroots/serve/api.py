@@ -353,8 +353,9 @@ class Outbox:
             self.polling = True
         try:
             self.loop.call_soon_threadsafe(self._start)
-        except RuntimeError:          # the event loop is closed: the server is gone
-            pass
+        except RuntimeError:          # the event loop is closed: the server is gone, and no
+            with self.lock:           # poller will run (the next put tries again)
+                self.polling = False
 
     def _start(self):                 # on the event loop
         self.task = self.loop.create_task(self._poll())
