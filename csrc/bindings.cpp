@@ -20,6 +20,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "attention.h"
 #include "common.h"
 #include "crossentropy.h"
@@ -73,6 +77,7 @@ std::string shape_str(const Shape& s) {
 // is mapped afresh each time and faults in 4 KB pages, where numpy's own allocation asks for
 // huge pages (a 51 MB cross-entropy gradient: 12,565 page faults and 36 ms instead of 18).
 constexpr size_t APART_MIN_BYTES = 256 * 1024;
+constexpr size_t HUGE_PAGE_MIN_BYTES = 4 * 1024 * 1024;
 bool malloc_tuned = false;  // set once at import
 
 F32 output_apart(const Shape& shape, std::initializer_list<const void*> inputs) {
@@ -83,6 +88,15 @@ F32 output_apart(const Shape& shape, std::initializer_list<const void*> inputs) 
     if (bytes < APART_MIN_BYTES || bytes > heap_max) return F32(shape);
     char* raw = static_cast<char*>(std::malloc(bytes + 4096 + 64));
     if (!raw) throw std::bad_alloc();
+#if defined(__linux__)
+    // huge pages for a large block, as numpy asks for its own (4 MB and up): without them a
+    // GEMM's 25 MB output, written in tiles 32 rows high, took 8% longer (fewer TLB misses)
+    if (bytes >= HUGE_PAGE_MIN_BYTES) {
+        const uintptr_t lo = ((uintptr_t)raw + 4095) & ~(uintptr_t)4095;
+        const uintptr_t hi = ((uintptr_t)raw + bytes + 4096 + 64) & ~(uintptr_t)4095;
+        madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // a hint: errors ignored
+    }
+#endif
     const uintptr_t first = ((uintptr_t)raw + 63) & ~(uintptr_t)63;
     uintptr_t best = first;
     int64_t best_gap = -1;
@@ -466,7 +480,7 @@ LinearBf16Args linear_bf16_args(py::handle x_, py::handle w_, py::handle b_, con
 
 F32 linear_forward_bf16(py::handle x_, py::handle w_, py::handle b_) {
     LinearBf16Args a = linear_bf16_args(x_, w_, b_, "linear_forward_bf16");
-    F32 out(a.out_shape);
+    F32 out = output_apart(a.out_shape, {a.x.array.data()});
     {
         py::gil_scoped_release nogil;
         tinyroots::linear_forward_bf16(out.mutable_data(), a.x.op, a.w.op, a.bias, a.N, a.C,
@@ -477,7 +491,8 @@ F32 linear_forward_bf16(py::handle x_, py::handle w_, py::handle b_) {
 
 py::tuple linear_gelu_forward_bf16(py::handle x_, py::handle w_, py::handle b_) {
     LinearBf16Args a = linear_bf16_args(x_, w_, b_, "linear_gelu_forward_bf16");
-    F32 pre(a.out_shape), out(a.out_shape);
+    F32 pre = output_apart(a.out_shape, {a.x.array.data()});
+    F32 out = output_apart(a.out_shape, {a.x.array.data(), pre.data()});
     {
         py::gil_scoped_release nogil;
         tinyroots::linear_gelu_forward_bf16(pre.mutable_data(), out.mutable_data(), a.x.op,
@@ -508,7 +523,7 @@ py::tuple linear_backward_bf16(py::handle dout_, py::handle x_, py::handle w_, b
     expect_shape(dout, a.out_shape, k, "dout");
     F32 dw(Shape{a.C, a.OC}), db(Shape{a.OC});
     F32 dx;
-    if (need_dx) dx = F32(shape_of(a.x.array));
+    if (need_dx) dx = output_apart(shape_of(a.x.array), {dout.data(), a.x.array.data()});
     {
         py::gil_scoped_release nogil;
         tinyroots::linear_backward_bf16(need_dx ? dx.mutable_data() : nullptr, dw.mutable_data(),

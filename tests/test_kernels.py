@@ -487,6 +487,14 @@ def test_large_outputs_start_apart_from_their_inputs_modulo_4k():
             "gelu_backward": (_C.gelu_backward(d, x), (d, x)),
             "softmax_forward": (_C.softmax_forward(x), (x,)),
             "layernorm_forward": (_C.layernorm_forward(x, w, b, 1e-5)[0], (x,))}
+    # the bf16 products too (their tile stores against the rows they pack: 10% of a bf16 step
+    # of config (c)); the float32 ones measured slower placed so, and keep numpy's allocation
+    W = rand(rng, 256, 256)
+    pre, out = _C.linear_gelu_forward_bf16(x, W, b)
+    outs.update({"linear_forward_bf16": (_C.linear_forward_bf16(x, W, b), (x,)),
+                 "linear_gelu_forward_bf16 pre": (pre, (x,)),
+                 "linear_gelu_forward_bf16 out": (out, (x, pre)),
+                 "linear_backward_bf16 dx": (_C.linear_backward_bf16(d, x, W, True)[0], (d, x))})
     for name, (out, inputs) in outs.items():
         if _C.malloc_tuned:
             assert gap(out, *inputs) >= 1024, name
