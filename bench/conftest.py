@@ -6,6 +6,7 @@ machine absolute times drift, ratios measured in one run much less.
 """
 
 import os
+import statistics
 
 import pytest
 
@@ -31,7 +32,6 @@ def alternate(sides, rounds):
 def paired_ratios(numerator, denominator, rounds, done=()):
     """Ratios numerator() / denominator(), each pair run back to back, until there are `rounds`
     of them counting those already `done` -> (their median, the ratios)."""
-    import statistics
     ratios = list(done)
     while len(ratios) < rounds:
         ratios.append(numerator() / denominator())

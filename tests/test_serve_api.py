@@ -1,6 +1,8 @@
 """The HTTP layer in-process (Starlette's TestClient): every 4xx, auth, text assembly."""
 
+import asyncio
 import json
+import threading
 
 import pytest
 from test_finetune import make_pretrained
@@ -136,9 +138,6 @@ def test_text_tracker_holds_partial_characters_and_stop_prefixes():
 
 
 def test_outbox_hands_events_over_in_order_and_outlives_a_closed_loop():
-    import asyncio
-    import threading
-
     async def deliver():
         outbox, queue = Outbox(asyncio.get_running_loop()), asyncio.Queue()
         sender = threading.Thread(target=lambda: [outbox.put(queue, i) for i in range(50)])
