@@ -19,6 +19,14 @@ void attention_forward_plain(float* out, float* lse, const float* qkv, int64_t B
 void attention_backward_plain(float* dqkv, const float* dout, const float* qkv, const float* out,
                               const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH);
 
+// The same two kernels with bf16 products (mixed precision, attention_bf16.cpp): q, k, v, dout
+// and the probabilities are rounded to bf16 as the products take them; sums, softmax, lse and
+// every output stay float32. Same arguments and outputs as attention_forward / _backward.
+void attention_forward_bf16(float* out, float* lse, const float* qkv, int64_t B, int64_t T,
+                            int64_t C, int64_t NH);
+void attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, const float* out,
+                             const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH);
+
 // A read-only (B, NH, T, HS) array whose last axis is contiguous; the other three axes may have
 // any strides (in floats), so a slice of a preallocated KV cache needs no copy.
 struct HeadsView {

@@ -912,6 +912,17 @@ F32 attention_backward_plain(py::handle dout, py::handle qkv, py::handle out, py
                                    "attention_backward_plain", dout, qkv, out, lse, n_head);
 }
 
+py::tuple attention_forward_bf16(py::handle qkv, int64_t n_head) {
+    return attention_forward_with(tinyroots::attention_forward_bf16, "attention_forward_bf16", qkv,
+                                  n_head);
+}
+
+F32 attention_backward_bf16(py::handle dout, py::handle qkv, py::handle out, py::handle lse,
+                            int64_t n_head) {
+    return attention_backward_with(tinyroots::attention_backward_bf16, "attention_backward_bf16",
+                                   dout, qkv, out, lse, n_head);
+}
+
 tinyroots::HeadsView heads_view(const F32& a) {
     return tinyroots::HeadsView{a.data(), stride_f32(a, 0), stride_f32(a, 1), stride_f32(a, 2)};
 }
@@ -1146,6 +1157,9 @@ PYBIND11_MODULE(_C, m) {
     m.def("attention_decode_rows", &attention_decode_rows, py::arg("q"), py::arg("ks"),
           py::arg("vs"), py::arg("n_past"), py::arg("k_new") = py::none(),
           py::arg("v_new") = py::none());
+    m.def("attention_forward_bf16", &attention_forward_bf16, py::arg("qkv"), py::arg("n_head"));
+    m.def("attention_backward_bf16", &attention_backward_bf16, py::arg("dout"), py::arg("qkv"),
+          py::arg("out"), py::arg("lse"), py::arg("n_head"));
     // the plain loops of attention.cpp, on their own (tested against ref like the rest)
     m.def("attention_forward_plain", &attention_forward_plain, py::arg("qkv"), py::arg("n_head"));
     m.def("attention_backward_plain", &attention_backward_plain, py::arg("dout"), py::arg("qkv"),

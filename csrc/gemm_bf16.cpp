@@ -123,15 +123,6 @@ void portable_small_nt(int m, int64_t n, int64_t K, const float* A, int64_t lda,
         }
 }
 
-const bd::KernelSet& kernel_set() {
-#if defined(__x86_64__)
-    const char* isa = bf16_isa();
-    if (std::strcmp(isa, "amx") == 0) return bd::kernels_amx();
-    if (std::strcmp(isa, "avx512bf16") == 0) return bd::kernels_avx512bf16();
-#endif
-    return bd::kernels_portable();
-}
-
 // How a product is cut into tasks: the split with the least packing (A is packed once per
 // column block, B once per row block) that still gives each thread TASKS_PER_THREAD tasks.
 struct TaskGrid {
@@ -272,6 +263,15 @@ const KernelSet& kernels_portable() {
                                  portable_small_nn, portable_small_nt};
     return ks;
 }
+
+const KernelSet& selected_kernels() {
+#if defined(__x86_64__)
+    const char* isa = bf16_isa();
+    if (std::strcmp(isa, "amx") == 0) return kernels_amx();
+    if (std::strcmp(isa, "avx512bf16") == 0) return kernels_avx512bf16();
+#endif
+    return kernels_portable();
+}
 }  // namespace bf16_detail
 
 const char* bf16_isa() {
@@ -298,7 +298,7 @@ void gemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, cons
         finish_block(C, ldc, M, N, ep);
         return;
     }
-    const bd::KernelSet& ks = kernel_set();
+    const bd::KernelSet& ks = bd::selected_kernels();
     if (nthreads <= 0) nthreads = max_threads();
     if (M <= bd::SMALL_M_MAX && B.is_bf16 && !A.is_bf16 && !trans_a) {
         gemm_small(ks, trans_b, M, N, K, A, B, C, ldc, ep, nthreads);

@@ -95,6 +95,8 @@ constexpr int SMALL_M = 8;
 constexpr int SMALL_M_MAX = (int)GEMM_FEW_ROWS_MAX;
 
 const KernelSet& kernels_portable();
+// The set bf16_isa() chose: what gemm_bf16 and the bf16 attention (attention_bf16.cpp) run on.
+const KernelSet& selected_kernels();
 #if defined(__x86_64__)
 const KernelSet& kernels_avx512bf16();
 const KernelSet& kernels_amx();

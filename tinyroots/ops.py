@@ -57,14 +57,16 @@ def _pair(op, a, b):
 
 
 # ---------------------------------------------------------------------------------------------
-# mixed precision: the linear ops' products in bfloat16
+# mixed precision: the products of the linear ops and of attention in bfloat16
 #
 # Inside ``with autocast("bf16")`` the four linear ops (linear, linear_gelu, linear_residual,
 # linear_transposed) round both operands of each product, forward and backward, to bf16 and sum
 # in float32 (kernels.*_bf16; on AMX / AVX512-BF16 units that is several times the float32 rate).
+# So does the fused attention op: q k^T, P v and the backward's five products take bf16
+# operands (q, k, v, dout, the probabilities P and dS), while its softmax stays float32.
 # Everything else stays float32, as mixed-precision training does it: the master weights and
 # their gradients (so the optimizer, its moments and weight decay see float32), layernorm and its
-# statistics, softmax and attention, GELU, cross-entropy, and every Tensor between the ops. An
+# statistics, the softmax, GELU, cross-entropy, and every Tensor between the ops. An
 # op reads the setting when it runs forward; its backward makes the same choice. A weight stored
 # in bf16 (uint16 bits: a model loaded with dtype="bf16" for decoding) always multiplies in bf16.
 #
@@ -750,7 +752,8 @@ def attention(qkv, n_head, dropout_p=0.0, training=False):
     q, k, v are packed along the last axis (GPT-2's c_attn output). Each of the NH heads of
     size HS = C / NH computes softmax(q k^T / sqrt(HS), causally masked) v.
 
-    The fused kernel stores only the output and one log-sum-exp per query row for backward. With
+    The fused kernel stores only the output and one log-sum-exp per query row for backward.
+    Inside ``autocast("bf16")`` its products take bf16 operands (kernels.attention_*_bf16). With
     attention dropout in training the op is composed from primitives instead (attention_composed),
     because the fused kernel would have to replay the dropout mask.
     """
@@ -760,10 +763,13 @@ def attention(qkv, n_head, dropout_p=0.0, training=False):
                          f", got {qkv.shape}")
     if dropout_p and training:
         return attention_composed(qkv, n_head, dropout_p, training)
-    out, lse = kernels.attention_forward(qkv.data, n_head)
+    bf16 = _GEMM_BF16.get()
+    forward = kernels.attention_forward_bf16 if bf16 else kernels.attention_forward
+    out, lse = forward(qkv.data, n_head)
 
     def backward(g):
-        qkv._accum(kernels.attention_backward(g, qkv.data, out, lse, n_head))
+        backward = kernels.attention_backward_bf16 if bf16 else kernels.attention_backward
+        qkv._accum(backward(g, qkv.data, out, lse, n_head))
 
     return Tensor._from_op(out, (qkv,), backward, "attention")
 

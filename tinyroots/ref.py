@@ -503,3 +503,56 @@ def matmul_nt_bf16(a, b):
 def matmul_tn_bf16(a, b):
     """matmul_tn with a and b rounded to bf16: a (K, M)^T @ b (K, N) -> float32 (M, N)."""
     return matmul_tn(_bf16_values(a), _bf16_values(b))
+
+
+def attention_forward_bf16(qkv, n_head):
+    """attention_forward with bf16 products: (out (B, T, C), lse (B, NH, T)), float32.
+
+    The operands of the two products are rounded to bf16: q and k for S = q k^T, and the
+    probabilities and v for out = P v. The softmax itself (scores, max, exp, sums, lse) is
+    float32. P is rounded before it is divided by the row sum l, as the kernel does it:
+        out = bf16(exp(S - m)) @ bf16(v) / l,   l = sum exp(S - m),   m = row max
+    (the kernel's m is the running max of the key blocks seen so far, so on rows longer than
+    its 64-key block it rounds different values, with the same 2^-9 bound on each).
+    """
+    B, T, C3 = qkv.shape
+    q, k, v = (_bf16_values(np.ascontiguousarray(a)) for a in _split_heads(qkv, n_head))
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    s = (q @ np.swapaxes(k, -1, -2)) * np.float32(scale)
+    s = np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)
+    e = np.exp(s - m)
+    total = e.sum(axis=-1, keepdims=True)                          # l
+    y = (_bf16_values(e.astype(np.float32)) @ v) / total           # (B, NH, T, HS)
+    out = y.transpose(0, 2, 1, 3).reshape(B, T, C3 // 3)
+    return out.astype(np.float32), (m + np.log(total))[..., 0].astype(np.float32)
+
+
+def attention_backward_bf16(dout, qkv, out, lse, n_head):
+    """attention_backward with bf16 products -> dqkv (B, T, 3C), float32.
+
+    The lines of attention_backward, with every product's operands rounded to bf16: q, k, v and
+    dout where they enter a product, and P and dS = P * (dP - D) * scale, which are formed in
+    float32 and rounded as they enter theirs. D = rowsum(dout * out) uses the float32 dout.
+    """
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    q, k, v = (_bf16_values(np.ascontiguousarray(a)) for a in _split_heads(qkv, n_head))
+    HS = q.shape[-1]
+    scale = np.float32(1.0 / math.sqrt(HS))
+    dy32 = dout.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
+    dy = _bf16_values(np.ascontiguousarray(dy32))
+    y = out.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
+    s = (q @ np.swapaxes(k, -1, -2)) * scale
+    s = np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
+    p = np.exp(s - lse[..., None]).astype(np.float32)
+    dv = np.swapaxes(_bf16_values(p), -1, -2) @ dy
+    dp = dy @ np.swapaxes(v, -1, -2)
+    D = (dy32 * y).sum(axis=-1, keepdims=True)
+    ds = _bf16_values((p * (dp - D) * scale).astype(np.float32))
+    dq = ds @ k
+    dk = np.swapaxes(ds, -1, -2) @ q
+    dqkv = np.empty(qkv.shape, dtype=np.float32)
+    for i, d in enumerate((dq, dk, dv)):
+        dqkv[..., i * C:(i + 1) * C] = d.transpose(0, 2, 1, 3).reshape(B, T, C)
+    return dqkv
