@@ -17,7 +17,8 @@ def describe():
         f"backend:     {info['backend']} (TINYROOTS_BACKEND={info['requested']})",
         f"extension:   {_extension(info)}",
         f"instruction set: {info['simd_isa']}",
-        f"bf16 GEMM:   {info['bf16_isa']} (TINYROOTS_ISA=avx512bf16 or portable caps it)",
+        f"bf16 products: {info['bf16_isa']} (GEMM and attention; TINYROOTS_ISA=avx512bf16 or "
+        "portable caps it)",
         f"OpenMP:      {'yes' if info['openmp'] else 'no'}",
         f"malloc:      {'large buffers reused' if info['malloc_tuned'] else 'default'} "
         "(TINYROOTS_MALLOC_TUNE=0 turns the tuning off)",
