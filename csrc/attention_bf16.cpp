@@ -26,14 +26,19 @@
 // (forward) and five (backward) products are nearly all of its time. On AMX they become
 // TDPBF16PS instructions of 16 x 16 x 32 multiply-adds, and what is left is the softmax's
 // exp() over each score block, the packing, and the reading and writing of O and dqkv.
+// Measured (B16 T256 C384 NH6, 2 threads, Intel Xeon with AMX; bench_gemm_bf16.py): forward +
+// backward 2.3x the float32 kernel's speed, 3.3x PyTorch's bf16 scaled_dot_product_attention.
+// Forced onto VDPBF16PS on that CPU it is 0.7x the float32 kernel: there one VDPBF16PS does as
+// many multiply-adds per cycle as its two float32 FMA units, so only the packing is added. On
+// AMD Zen 4 it does twice the FMA's (not measured here).
 //
 // Work: one item per head (b, h), which writes only its own columns of out, lse and dqkv: no
 // locks, and the same result for any thread count. The packed operands of a head (a few tens of
 // KB at T = 256) are made by the thread that uses them, into buffers kept between calls.
 #include "attention.h"
 
+#include <algorithm>
 #include <cmath>
-#include <limits>
 #include <vector>
 
 #include "attention_tiled.h"
