@@ -207,16 +207,27 @@ void run_task(const bd::KernelSet& ks, const bd::View& a, const bd::View& b, int
     }
 }
 
-// The few-rows path (M <= SMALL_M_MAX, B in bf16, A float32 and not transposed): B is read where it
-// lies, once for every SMALL_M rows. A's rows are rounded to bf16 first, so the result is the packed path's, summed in
-// another order. x @ W: the threads take contiguous groups of W's rows (each one sequential
-// stream) into partial sums, added in group order; x @ Wt^T: the threads take rows of Wt.
+// The few-rows path (M <= SMALL_M_MAX, B in bf16, A float32 and not transposed): B is read
+// where it lies, once for every SMALL_M rows. A's rows are rounded to bf16 first, so the result
+// is the packed path's, summed in another order. x @ W: the threads take contiguous groups of
+// W's rows (each one sequential stream) into partial sums, which the same threads then add, in
+// group order, column block by column block, with the epilogue; x @ Wt^T: the threads take rows
+// of Wt. A decoding step calls this for every weight matrix, so its buffers are kept between
+// calls and nothing is done outside the one parallel region but rounding A's few rows.
 constexpr int64_t SMALL_GROUP_ROWS = 128;  // at least this many rows of B per group
+constexpr int64_t SMALL_SUM_COLS = 256;    // columns per task when the partial sums are added
+
+float* small_buffer(int slot, size_t n) {
+    thread_local std::vector<float> buffers[2];
+    std::vector<float>& b = buffers[slot];
+    if (b.size() < n) b.resize(n);
+    return b.data();
+}
 
 void gemm_small(const bd::KernelSet& ks, bool trans_b, int64_t M, int64_t N, int64_t K,
                 const Bf16Operand& A, const Bf16Operand& B, float* C, int64_t ldc,
                 const GemmEpilogue& ep, int nthreads) {
-    std::vector<float> a((size_t)(M * K));  // A rounded to bf16 values
+    float* const a = small_buffer(0, (size_t)(M * K));  // A rounded to bf16 values
     for (int64_t i = 0; i < M; i++)
         for (int64_t k = 0; k < K; k++)
             a[i * K + k] = bd::bf16_value(
@@ -228,30 +239,40 @@ void gemm_small(const bd::KernelSet& ks, bool trans_b, int64_t M, int64_t N, int
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && blocks > 1)
         for (int64_t t = 0; t < blocks; t++) {
             const int64_t j = t * width;
-            ks.small_nt((int)M, std::min(width, N - j), K, a.data(), K, b + j * B.ld, B.ld,
-                        C + j, ldc, ep.accumulate);
+            ks.small_nt((int)M, std::min(width, N - j), K, a, K, b + j * B.ld, B.ld, C + j, ldc,
+                        ep.accumulate);
         }
-    } else {
-        // the number of groups depends on K only, so sums do not depend on the thread count
-        const int64_t groups = std::max<int64_t>(1, std::min<int64_t>(8, K / SMALL_GROUP_ROWS));
-        std::vector<float> parts((size_t)(groups * M * N));
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (nthreads > 1 && groups > 1)
+        finish_block(C, ldc, M, N, ep);
+        return;
+    }
+    // the number of groups depends on K only, so sums do not depend on the thread count
+    const int64_t groups = std::max<int64_t>(1, std::min<int64_t>(8, K / SMALL_GROUP_ROWS));
+    float* const parts = small_buffer(1, (size_t)(groups * M * N));  // each written whole
+    const int64_t col_blocks = ceil_div(N, SMALL_SUM_COLS);
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1 && groups > 1)
+    {
+#pragma omp for schedule(static)
         for (int64_t g = 0; g < groups; g++) {
             const int64_t r0 = K * g / groups, r1 = K * (g + 1) / groups;
             // SMALL_M rows at a time: the kernel keeps their values in registers
             for (int64_t i = 0; i < M; i += bd::SMALL_M)
-                ks.small_nn((int)std::min<int64_t>(bd::SMALL_M, M - i), N, r1 - r0,
-                            a.data() + i * K + r0, K, b + r0 * B.ld, B.ld,
-                            parts.data() + (g * M + i) * N, N);
+                ks.small_nn((int)std::min<int64_t>(bd::SMALL_M, M - i), N, r1 - r0, a + i * K + r0,
+                            K, b + r0 * B.ld, B.ld, parts + (g * M + i) * N, N);
         }
-        for (int64_t i = 0; i < M; i++)
-            for (int64_t j = 0; j < N; j++) {
-                float sum = parts[(size_t)(i * N + j)];
-                for (int64_t g = 1; g < groups; g++) sum += parts[(size_t)((g * M + i) * N + j)];
-                C[i * ldc + j] = (ep.accumulate ? C[i * ldc + j] : 0.0f) + sum;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < col_blocks; t++) {
+            const int64_t j0 = t * SMALL_SUM_COLS, j1 = std::min(N, j0 + SMALL_SUM_COLS);
+            for (int64_t i = 0; i < M; i++) {
+                float* c = C + i * ldc;
+                for (int64_t j = j0; j < j1; j++) {
+                    float sum = parts[i * N + j];
+                    for (int64_t g = 1; g < groups; g++) sum += parts[(g * M + i) * N + j];
+                    c[j] = (ep.accumulate ? c[j] : 0.0f) + sum;
+                }
             }
+            finish_block(C + j0, ldc, M, j1 - j0, shifted(ep, 0, j0, ldc));
+        }
     }
-    finish_block(C, ldc, M, N, ep);
 }
 
 }  // namespace
