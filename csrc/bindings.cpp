@@ -354,21 +354,25 @@ MatmulDims matmul_dims(const F32& a, const F32& b, const char* k) {
     return d;
 }
 
-F32 matmul_forward(py::handle a_, py::handle b_) {
-    const char* k = "matmul_forward";
+using MatmulForward = void (*)(float*, const float*, const float*, int64_t, int64_t, int64_t,
+                               int64_t);
+using MatmulBackward = void (*)(float*, float*, const float*, const float*, const float*, int64_t,
+                                int64_t, int64_t, int64_t);
+
+// matmul_forward and matmul_forward_bf16 (kernel): the same checks, the same output.
+F32 matmul_forward_with(MatmulForward kernel, const char* k, py::handle a_, py::handle b_) {
     F32 a = input_f32(a_, k, "a"), b = input_f32(b_, k, "b");
     const MatmulDims d = matmul_dims(a, b, k);
     F32 out(append(d.lead, d.M, d.N));
     {
         py::gil_scoped_release nogil;
-        tinyroots::matmul_forward(out.mutable_data(), a.data(), b.data(), d.batch, d.M, d.N,
-                                  d.K);
+        kernel(out.mutable_data(), a.data(), b.data(), d.batch, d.M, d.N, d.K);
     }
     return out;
 }
 
-py::tuple matmul_backward(py::handle dout_, py::handle a_, py::handle b_) {
-    const char* k = "matmul_backward";
+py::tuple matmul_backward_with(MatmulBackward kernel, const char* k, py::handle dout_,
+                               py::handle a_, py::handle b_) {
     F32 a = input_f32(a_, k, "a"), b = input_f32(b_, k, "b");
     F32 dout = input_f32(dout_, k, "dout");
     const MatmulDims d = matmul_dims(a, b, k);
@@ -376,10 +380,27 @@ py::tuple matmul_backward(py::handle dout_, py::handle a_, py::handle b_) {
     F32 da(shape_of(a)), db(shape_of(b));
     {
         py::gil_scoped_release nogil;
-        tinyroots::matmul_backward(da.mutable_data(), db.mutable_data(), dout.data(), a.data(),
-                                   b.data(), d.batch, d.M, d.N, d.K);
+        kernel(da.mutable_data(), db.mutable_data(), dout.data(), a.data(), b.data(), d.batch,
+               d.M, d.N, d.K);
     }
     return py::make_tuple(da, db);
+}
+
+F32 matmul_forward(py::handle a, py::handle b) {
+    return matmul_forward_with(tinyroots::matmul_forward, "matmul_forward", a, b);
+}
+
+py::tuple matmul_backward(py::handle dout, py::handle a, py::handle b) {
+    return matmul_backward_with(tinyroots::matmul_backward, "matmul_backward", dout, a, b);
+}
+
+F32 matmul_forward_bf16(py::handle a, py::handle b) {
+    return matmul_forward_with(tinyroots::matmul_forward_bf16, "matmul_forward_bf16", a, b);
+}
+
+py::tuple matmul_backward_bf16(py::handle dout, py::handle a, py::handle b) {
+    return matmul_backward_with(tinyroots::matmul_backward_bf16, "matmul_backward_bf16", dout, a,
+                                b);
 }
 
 // a (M, K) @ b^T with b stored (N, K) -> (M, N)
@@ -1102,6 +1123,9 @@ PYBIND11_MODULE(_C, m) {
           py::arg("b"), py::arg("residual"));
     m.def("matmul_forward", &matmul_forward, py::arg("a"), py::arg("b"));
     m.def("matmul_backward", &matmul_backward, py::arg("dout"), py::arg("a"), py::arg("b"));
+    m.def("matmul_forward_bf16", &matmul_forward_bf16, py::arg("a"), py::arg("b"));
+    m.def("matmul_backward_bf16", &matmul_backward_bf16, py::arg("dout"), py::arg("a"),
+          py::arg("b"));
     m.def("matmul_nt", &matmul_nt, py::arg("a"), py::arg("b"));
     m.def("matmul_tn", &matmul_tn, py::arg("a"), py::arg("b"));
     // bf16 mixed precision (gemm_bf16.h)

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <new>
 #include <vector>
 
@@ -415,6 +416,52 @@ void matmul_tn_bf16(float* c, const Bf16Operand& a, const Bf16Operand& b, int64_
 }
 
 // ---- conversions -------------------------------------------------------------------------------
+
+// BATCH products of the same shape (contiguous batch strides), as gemm_batched does them in
+// float32: many small ones (attention heads) one per thread, each single-threaded; a few large
+// ones one after another, each on all threads.
+static void gemm_bf16_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N,
+                              int64_t K, const float* A, int64_t lda, const float* B,
+                              int64_t ldb, float* C, int64_t ldc) {
+    const int64_t sa = M * K, sb = K * N, sc = M * N;
+    const int nthreads = max_threads();
+    const double work = (double)M * (double)N * (double)K;
+    const bool per_thread = nthreads > 1 && batch > 1 &&
+                            (batch >= 2 * nthreads || work < 256.0 * 256.0 * 256.0);
+    auto one = [&](int64_t i, int threads) {
+        gemm_bf16(trans_a, trans_b, M, N, K, Bf16Operand{A + i * sa, false, lda},
+                  Bf16Operand{B + i * sb, false, ldb}, C + i * sc, ldc, GemmEpilogue(), threads);
+    };
+    if (!per_thread) {
+        for (int64_t i = 0; i < batch; i++) one(i, nthreads);
+        return;
+    }
+    // subtle: an exception must not leave an OpenMP region (that would abort the process), so
+    // the first one (bad_alloc of a packing buffer) is carried out and rethrown.
+    std::exception_ptr error = nullptr;
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i = 0; i < batch; i++) {
+        try {
+            one(i, 1);
+        } catch (...) {
+#pragma omp critical(tinyroots_gemm_bf16_error)
+            if (!error) error = std::current_exception();
+        }
+    }
+    if (error) std::rethrow_exception(error);
+}
+
+void matmul_forward_bf16(float* c, const float* a, const float* b, int64_t batch, int64_t M,
+                         int64_t N, int64_t K) {
+    gemm_bf16_batched(false, false, batch, M, N, K, a, K, b, N, c, N);
+}
+
+void matmul_backward_bf16(float* da, float* db, const float* dc, const float* a, const float* b,
+                          int64_t batch, int64_t M, int64_t N, int64_t K) {
+    // as matmul_backward: da (M, K) = dc @ b^T, db (K, N) = a^T @ dc, operands rounded to bf16
+    gemm_bf16_batched(false, true, batch, M, K, N, dc, N, b, N, da, K);
+    gemm_bf16_batched(true, false, batch, K, N, M, a, K, dc, N, db, N);
+}
 
 void float_to_bf16(bf16* dst, const float* src, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > (1 << 18))

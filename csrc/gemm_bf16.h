@@ -86,6 +86,15 @@ void matmul_nt_bf16(float* c, const Bf16Operand& a, const Bf16Operand& b, int64_
 void matmul_tn_bf16(float* c, const Bf16Operand& a, const Bf16Operand& b, int64_t M, int64_t N,
                     int64_t K);
 
+// Batched products of float32 arrays with their operands rounded to bf16, the twins of
+// matmul_forward / matmul_backward (gemm.h): c (batch, M, N) = a (batch, M, K) @ b (batch, K, N),
+// and its backward da = dc @ b^T, db = a^T @ dc (attention composed from products, under
+// autocast).
+void matmul_forward_bf16(float* c, const float* a, const float* b, int64_t batch, int64_t M,
+                         int64_t N, int64_t K);
+void matmul_backward_bf16(float* da, float* db, const float* dc, const float* a, const float* b,
+                          int64_t batch, int64_t M, int64_t N, int64_t K);
+
 // float32 -> bf16, round to nearest even (NaN stays NaN), and back (exact). n elements.
 void float_to_bf16(bf16* dst, const float* src, int64_t n);
 void bf16_to_float(float* dst, const bf16* src, int64_t n);

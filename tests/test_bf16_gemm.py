@@ -187,6 +187,48 @@ def test_matmul_nt_tn(M, N, K):
     check(_C.matmul_tn_bf16(at, b), at.T, b, "matmul_tn_bf16", exact_a=at.T, exact_b=b)
 
 
+# (batch axes, M, K, N): one product (2-D), attention-head shaped batches (many small products,
+# one per thread), and a few large ones (each on all threads)
+BATCHED = [((), 33, 17, 40), ((3,), 5, 64, 7), ((2, 6), 37, 16, 37), ((2,), 260, 70, 300)]
+
+
+@pytest.mark.parametrize("lead,M,K,N", BATCHED, ids=str)
+def test_matmul_batched(lead, M, K, N):
+    """matmul_forward_bf16 / matmul_backward_bf16 (ops.matmul under autocast), each batch
+    element checked like the products above: c = a @ b, da = dc @ b^T, db = a^T @ dc."""
+    rng = np.random.default_rng(M + K + N)
+    a, b, dc = rand(rng, *lead, M, K), rand(rng, *lead, K, N), rand(rng, *lead, M, N)
+    c = _C.matmul_forward_bf16(a, b)
+    da, db = _C.matmul_backward_bf16(dc, a, b)
+    assert c.shape == (*lead, M, N) and da.shape == a.shape and db.shape == b.shape
+    for i in np.ndindex(*lead):
+        check(c[i], a[i], b[i], f"matmul_forward_bf16 {i}", exact_a=a[i], exact_b=b[i])
+        check(da[i], dc[i], b[i].T, f"matmul_backward_bf16 da {i}", exact_a=dc[i],
+              exact_b=b[i].T)
+        check(db[i], a[i].T, dc[i], f"matmul_backward_bf16 db {i}", exact_a=a[i].T,
+              exact_b=dc[i])
+
+
+def test_matmul_follows_autocast():
+    """ops.matmul inside autocast('bf16') gives the bf16 product (ref's), outside it float32;
+    so does its backward."""
+    from tinyroots import ops
+    from tinyroots.tensor import Tensor
+    rng = np.random.default_rng(31)
+    a, b = Tensor(rand(rng, 2, 9, 40), requires_grad=True), Tensor(rand(rng, 2, 40, 11))
+    with ops.autocast("bf16"):
+        y = ops.matmul(a, b)
+    want = ref.matmul_forward_bf16(a.data, b.data)
+    scale = (np.abs(a.data) @ np.abs(b.data)).max()  # float32 summation bound, as in check()
+    np.testing.assert_allclose(y.data, want, rtol=0, atol=REL_PER_SQRT_K * math.sqrt(40) * scale)
+    assert not np.allclose(y.data, ref.matmul_forward(a.data, b.data), rtol=0, atol=1e-3)
+    ops.sum(y).backward()
+    want_da, _ = ref.matmul_backward_bf16(np.ones_like(y.data), a.data, b.data)
+    scale = np.abs(b.data).sum(axis=-1).max()
+    np.testing.assert_allclose(a.grad, want_da, rtol=0, atol=REL_PER_SQRT_K * math.sqrt(11) * scale)
+    np.testing.assert_array_equal(ops.matmul(a, b).data, kernels.matmul_forward(a.data, b.data))
+
+
 def test_ref_matches_kernels():
     """ref.*_bf16 is the specification: the kernels agree with it to float32 summation."""
     rng = np.random.default_rng(5)

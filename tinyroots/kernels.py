@@ -131,6 +131,8 @@ linear_gelu_forward_bf16 = _bind(ref.linear_gelu_forward_bf16, _BF16_IN)
 linear_residual_forward_bf16 = _bind(ref.linear_residual_forward_bf16, _BF16_IN)
 matmul_nt_bf16 = _bind(ref.matmul_nt_bf16, _BF16_IN)
 matmul_tn_bf16 = _bind(ref.matmul_tn_bf16, _BF16_IN)
+matmul_forward_bf16 = _bind(ref.matmul_forward_bf16)
+matmul_backward_bf16 = _bind(ref.matmul_backward_bf16)
 
 # every kernel above, in order (tests check each one against ref on every SIMD path)
 KERNEL_NAMES = tuple(IMPLEMENTATION)

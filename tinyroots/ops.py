@@ -63,7 +63,8 @@ def _pair(op, a, b):
 # linear_transposed) round both operands of each product, forward and backward, to bf16 and sum
 # in float32 (kernels.*_bf16; on AMX / AVX512-BF16 units that is several times the float32 rate).
 # So does the fused attention op: q k^T, P v and the backward's five products take bf16
-# operands (q, k, v, dout, the probabilities P and dS), while its softmax stays float32.
+# operands (q, k, v, dout, the probabilities P and dS), while its softmax stays float32; and so
+# does matmul (float32 operands), which attention composed from products uses (with dropout).
 # Everything else stays float32, as mixed-precision training does it: the master weights and
 # their gradients (so the optimizer, its moments and weight decay see float32), layernorm and its
 # statistics, the softmax, GELU, cross-entropy, and every Tensor between the ops. An
@@ -436,7 +437,8 @@ def concat(tensors, axis=-1):
 
 
 def matmul(a, b):
-    """a (..., M, K) @ b (..., K, N) -> (..., M, N); batch axes broadcast.
+    """a (..., M, K) @ b (..., K, N) -> (..., M, N); batch axes broadcast. Inside
+    ``autocast("bf16")`` float32 operands are rounded to bf16 (products summed in float32).
 
     backward: da = g @ b^T, db = a^T @ g, each summed over batch axes it was broadcast along.
     """
@@ -447,14 +449,17 @@ def matmul(a, b):
     same_batch = a.ndim == b.ndim and a.shape[:-2] == b.shape[:-2]
     # the C++ kernel wants equal batch axes; broadcasting ones go to the NumPy reference
     impl = kernels if same_batch else ref
+    bf16 = _GEMM_BF16.get() and a.dtype == np.float32
+    forward = impl.matmul_forward_bf16 if bf16 else impl.matmul_forward
     try:
-        out = impl.matmul_forward(a.data, b.data)
+        out = forward(a.data, b.data)
     except ValueError:
         raise ShapeError(f"matmul: batch axes of {a.shape} and {b.shape} cannot be "
                          "broadcast together") from None
 
     def backward(g):
-        da, db = impl.matmul_backward(g, a.data, b.data)
+        backward = impl.matmul_backward_bf16 if bf16 else impl.matmul_backward
+        da, db = backward(g, a.data, b.data)
         if a.requires_grad:
             a._accum(_unbroadcast(da, a.shape), owned=True)
         if b.requires_grad:

@@ -505,6 +505,16 @@ def matmul_tn_bf16(a, b):
     return matmul_tn(_bf16_values(a), _bf16_values(b))
 
 
+def matmul_forward_bf16(a, b):
+    """matmul_forward with a and b rounded to bf16: a (..., M, K) @ b (..., K, N), float32 sums."""
+    return matmul_forward(_bf16_values(a), _bf16_values(b))
+
+
+def matmul_backward_bf16(dout, a, b):
+    """matmul_backward with dout, a and b rounded to bf16 in both products -> (da, db)."""
+    return matmul_backward(_bf16_values(dout), _bf16_values(a), _bf16_values(b))
+
+
 def attention_forward_bf16(qkv, n_head):
     """attention_forward with bf16 products: (out (B, T, C), lse (B, NH, T)), float32.
 
