@@ -758,9 +758,10 @@ def attention(qkv, n_head, dropout_p=0.0, training=False):
     size HS = C / NH computes softmax(q k^T / sqrt(HS), causally masked) v.
 
     The fused kernel stores only the output and one log-sum-exp per query row for backward.
-    Inside ``autocast("bf16")`` its products take bf16 operands (kernels.attention_*_bf16). With
-    attention dropout in training the op is composed from primitives instead (attention_composed),
-    because the fused kernel would have to replay the dropout mask.
+    Inside ``autocast("bf16")`` its products take bf16 operands (kernels.attention_*_bf16; for
+    float32 qkv, as for matmul). With attention dropout in training the op is composed from
+    primitives instead (attention_composed), because the fused kernel would have to replay the
+    dropout mask.
     """
     qkv = _as_tensor(qkv)
     if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
@@ -768,7 +769,7 @@ def attention(qkv, n_head, dropout_p=0.0, training=False):
                          f", got {qkv.shape}")
     if dropout_p and training:
         return attention_composed(qkv, n_head, dropout_p, training)
-    bf16 = _GEMM_BF16.get()
+    bf16 = _GEMM_BF16.get() and qkv.dtype == np.float32
     forward = kernels.attention_forward_bf16 if bf16 else kernels.attention_forward
     out, lse = forward(qkv.data, n_head)
 
