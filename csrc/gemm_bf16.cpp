@@ -415,7 +415,7 @@ void matmul_tn_bf16(float* c, const Bf16Operand& a, const Bf16Operand& b, int64_
     gemm_bf16(true, false, M, N, K, a, b, c, N);
 }
 
-// ---- conversions -------------------------------------------------------------------------------
+// ---- batched products (ops.matmul under autocast) ---------------------------------------------
 
 // BATCH products of the same shape (contiguous batch strides), as gemm_batched does them in
 // float32: many small ones (attention heads) one per thread, each single-threaded; a few large
@@ -462,6 +462,8 @@ void matmul_backward_bf16(float* da, float* db, const float* dc, const float* a,
     gemm_bf16_batched(false, true, batch, M, K, N, dc, N, b, N, da, K);
     gemm_bf16_batched(true, false, batch, K, N, M, a, K, dc, N, db, N);
 }
+
+// ---- conversions -------------------------------------------------------------------------------
 
 void float_to_bf16(bf16* dst, const float* src, int64_t n) {
 #pragma omp parallel for schedule(static) if (n > (1 << 18))
