@@ -114,17 +114,6 @@ Scratch& scratch() {
     return s;
 }
 
-// Where head h of batch b lives: row t of q at q + t * ld, k and v C and 2C further.
-struct HeadPtr {
-    const float *q, *k, *v;
-    int64_t ld;
-};
-
-HeadPtr head_ptr(const float* qkv, int64_t b, int64_t h, int64_t T, int64_t C, int64_t HS) {
-    const float* q = qkv + b * T * 3 * C + h * HS;
-    return {q, q + C, q + 2 * C, 3 * C};
-}
-
 // ---- forward ---------------------------------------------------------------------------------
 
 template <int L>
@@ -132,7 +121,7 @@ void forward_head(const bd::KernelSet& ks, float* out, float* lse, const float* 
                   int64_t h, int64_t T, int64_t C, int64_t NH) {
     const int64_t HS = C / NH, kh = round_up(HS, bd::KB), nb = ceil_div(T, kBlk);
     const float scale = 1.0f / std::sqrt((float)HS);
-    const HeadPtr x = head_ptr(qkv, b, h, T, C, HS);
+    const tiled::Head x = tiled::head_of(qkv, b, h, T, C, HS);  // row t of q at x.q + t * x.ld
     // K^T blocks (the B of S: columns are keys, depth the head's dims) and V blocks (the B of
     // P V: columns are the head's dims, depth the keys), packed once for all query blocks
     const int64_t size_kt = b_size(kBlk, kh), size_v = b_size(HS, kBlk);
@@ -210,7 +199,7 @@ void backward_head(const bd::KernelSet& ks, float* dqkv, const float* dout, cons
                    int64_t C, int64_t NH) {
     const int64_t HS = C / NH, kh = round_up(HS, bd::KB), nb = ceil_div(T, kBlk);
     const float scale = 1.0f / std::sqrt((float)HS);
-    const HeadPtr x = head_ptr(qkv, b, h, T, C, HS);
+    const tiled::Head x = tiled::head_of(qkv, b, h, T, C, HS);  // row t of q at x.q + t * x.ld
     const int64_t ld = x.ld;
     const float* dy = dout + b * T * C + h * HS;  // row t at dy + t * C
     const float* y = out + b * T * C + h * HS;
@@ -284,7 +273,8 @@ void for_each_head(int64_t B, int64_t NH, int64_t T, int64_t C, F&& item) {
     {
         ks.begin();
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t bh = 0; bh < heads; bh++) with_isa_lanes([&](auto lanes) { item(ks, bh, lanes); });
+        for (int64_t bh = 0; bh < heads; bh++)
+            with_isa_lanes([&](auto lanes) { item(ks, bh, lanes); });
         ks.end();
     }
 }
@@ -303,7 +293,8 @@ void attention_backward_bf16(float* dqkv, const float* dout, const float* qkv, c
                              const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH) {
     if (B <= 0 || T <= 0 || C <= 0) return;
     for_each_head(B, NH, T, C, [&](const bd::KernelSet& ks, int64_t bh, auto lanes) {
-        backward_head<decltype(lanes)::value>(ks, dqkv, dout, qkv, out, lse, bh / NH, bh % NH, T, C, NH);
+        backward_head<decltype(lanes)::value>(ks, dqkv, dout, qkv, out, lse, bh / NH, bh % NH, T,
+                                              C, NH);
     });
 }
 
