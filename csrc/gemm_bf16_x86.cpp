@@ -245,24 +245,33 @@ TR_BF16 void small_nn(int m, int64_t n, int64_t kc, const float* A, int64_t lda,
 }
 
 // C[i, j] (+)= sum_k A[i, k] Bt[j, k]: 4 rows of Bt at a time (read from memory once, then
-// from L1 for each row of A), 16 k per step, each sum reduced across its lanes at the end.
+// from L1 for each row of A), 32 k per step: A's 32 values (bf16 values already, so packing
+// them is exact) against 64 bytes of each row, one VDPBF16PS per cache line of Bt. Each sum is
+// reduced across its lanes at the end. Converting Bt to float32 and using FMAs, as before, took
+// four times the instructions per line, and the LM head of a 124M model (77 MB, from DRAM)
+// streamed at 0.80x the float32 kernel's bytes per second; with VDPBF16PS at 0.91x (Intel Xeon
+// with AMX, 2 threads, median of 9 alternated runs).
 TR_BF16 void small_nt(int m, int64_t n, int64_t K, const float* A, int64_t lda, const bf16* Bt,
                       int64_t ldb, float* C, int64_t ldc, bool load_c) {
-    for (int64_t j = 0; j < n; j += 4) {
-        const int rows = (int)std::min<int64_t>(4, n - j);
+    constexpr int R = 4;
+    for (int64_t j = 0; j < n; j += R) {
+        const int rows = (int)std::min<int64_t>(R, n - j);
         for (int i = 0; i < m; i++) {
-            __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+            __m512 acc[R] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                              _mm512_setzero_ps()};
-            for (int64_t k = 0; k < K; k += 16) {
-                const __mmask16 mask = first_lanes(K - k);
-                const __m512 a = _mm512_maskz_loadu_ps(mask, A + i * lda + k);
+            for (int64_t k = 0; k < K; k += 32) {
+                const __mmask16 lo = first_lanes(K - k), hi = first_lanes(K - k - 16);
+                const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, A + i * lda + k + 16),
+                                                      _mm512_maskz_loadu_ps(lo, A + i * lda + k));
+                const __mmask32 mask = (__mmask32)lo | ((__mmask32)hi << 16);
                 for (int r = 0; r < rows; r++) {
                     // the next 4 rows, a pass ahead: each row is a short stream (K values),
                     // too short for the hardware prefetchers to pick up on their own
-                    if (i == 0 && k % 32 == 0 && j + 4 + r < n)
-                        _mm_prefetch(reinterpret_cast<const char*>(Bt + (j + 4 + r) * ldb + k),
+                    if (i == 0 && j + R + r < n)
+                        _mm_prefetch(reinterpret_cast<const char*>(Bt + (j + R + r) * ldb + k),
                                      _MM_HINT_T0);
-                    acc[r] = _mm512_fmadd_ps(a, load16_bf16(Bt + (j + r) * ldb + k, mask), acc[r]);
+                    const __m512i b = _mm512_maskz_loadu_epi16(mask, Bt + (j + r) * ldb + k);
+                    acc[r] = _mm512_dpbf16_ps(acc[r], a, (__m512bh)b);
                 }
             }
             for (int r = 0; r < rows; r++) {
