@@ -57,9 +57,6 @@ namespace bd = bf16_detail;
 constexpr int64_t kBlk = tiled::kBc;
 constexpr float kNegInf = tiled::kNegInf;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
 // ---- block products on the gemm_bf16 micro-kernels -----------------------------------------
 // An A operand of `rows` rows is packed as ceil(rows / mr) slivers of mr rows, a B operand of
 // `cols` columns as ceil(cols / NR) slivers of NR columns, each over the padded depth kcp

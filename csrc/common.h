@@ -51,6 +51,10 @@ inline void set_num_threads(int n) {
 #endif
 }
 
+// Blocking arithmetic (a, b > 0): how many blocks of b cover a, and a rounded up to whole blocks.
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
 // What the CPU reports, read once (cpuid through the compiler's builtins).
 struct CpuFeatures {
     bool avx2_fma = false;

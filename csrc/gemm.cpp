@@ -83,9 +83,6 @@ constexpr int64_t SMALL_BLOCK_COLS = 128;       // columns of C kept in L1 when 
 constexpr int64_t DOT_TILES_PER_TASK = 8;       // dot tiles per task of A @ B^T
 constexpr double SERIAL_WORK = 64.0 * 64.0 * 64.0;  // M * N * K below which 1 thread is faster
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
 // Splits n into ceil(n / target) nearly equal parts, each a multiple of `multiple`: K = 300
 // becomes two slices of 152 and 148 rather than 256 and 44.
 int64_t balanced_block(int64_t n, int64_t target, int64_t multiple) {
@@ -492,41 +489,20 @@ void matmul_tn(float* c, const float* a, const float* b, int64_t M, int64_t N, i
 
 // ---- batched matmul -------------------------------------------------------------------------
 
-// BATCH products of the same shape. Many small ones (attention heads) run one per thread,
-// each single-threaded; a few large ones run one after another, each on all threads.
+// BATCH products of the same shape, contiguous batch strides, shared out by for_each_product
 static void gemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N,
                          int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb,
-                         float* C, int64_t ldc, const GemmEpilogue& ep) {
-    const int64_t sa = M * K, sb = K * N, sc = M * N;  // contiguous batch strides
-    const int nthreads = max_threads();
-    const double work = (double)M * (double)N * (double)K;
-    const bool per_thread = nthreads > 1 && batch > 1 &&
-                            (batch >= 2 * nthreads || work < 256.0 * 256.0 * 256.0);
-    if (per_thread) {
-        // subtle: an exception must not leave an OpenMP region (that would abort the process),
-        // so the first one (bad_alloc of a packing buffer) is carried out and rethrown.
-        std::exception_ptr error = nullptr;
-#pragma omp parallel for schedule(dynamic)
-        for (int64_t i = 0; i < batch; i++) {
-            try {
-                gemm(trans_a, trans_b, M, N, K, A + i * sa, lda, B + i * sb, ldb, C + i * sc,
-                     ldc, ep, 1);
-            } catch (...) {
-#pragma omp critical(tinyroots_gemm_error)
-                if (!error) error = std::current_exception();
-            }
-        }
-        if (error) std::rethrow_exception(error);
-    } else {
-        for (int64_t i = 0; i < batch; i++)
-            gemm(trans_a, trans_b, M, N, K, A + i * sa, lda, B + i * sb, ldb, C + i * sc, ldc,
-                 ep, nthreads);
-    }
+                         float* C, int64_t ldc) {
+    const int64_t sa = M * K, sb = K * N, sc = M * N;
+    for_each_product(batch, (double)M * N * K, [&](int64_t i, int threads) {
+        gemm(trans_a, trans_b, M, N, K, A + i * sa, lda, B + i * sb, ldb, C + i * sc, ldc,
+             GemmEpilogue(), threads);
+    });
 }
 
 void matmul_forward(float* c, const float* a, const float* b, int64_t batch, int64_t M,
                     int64_t N, int64_t K) {
-    gemm_batched(false, false, batch, M, N, K, a, K, b, N, c, N, GemmEpilogue());
+    gemm_batched(false, false, batch, M, N, K, a, K, b, N, c, N);
 }
 
 void matmul_backward(float* da, float* db, const float* dc, const float* a, const float* b,
@@ -534,8 +510,8 @@ void matmul_backward(float* da, float* db, const float* dc, const float* a, cons
     // forward was c (M, N) = a (M, K) @ b (K, N), so
     //   da (M, K) = dc (M, N) @ b^T   an NT product with inner size N, b stored (K, N)
     //   db (K, N) = a^T @ dc (M, N)   a TN product with inner size M, a stored (M, K)
-    gemm_batched(false, true, batch, M, K, N, dc, N, b, N, da, K, GemmEpilogue());
-    gemm_batched(true, false, batch, K, N, M, a, K, dc, N, db, N, GemmEpilogue());
+    gemm_batched(false, true, batch, M, K, N, dc, N, b, N, da, K);
+    gemm_batched(true, false, batch, K, N, M, a, K, dc, N, db, N);
 }
 
 }  // namespace tinyroots

@@ -15,6 +15,9 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
+
+#include "common.h"
 
 namespace tinyroots {
 
@@ -84,5 +87,33 @@ void matmul_forward(float* c, const float* a, const float* b, int64_t batch, int
 // forward was c = a @ b, so da = dc @ b^T and db = a^T @ dc (per batch entry).
 void matmul_backward(float* da, float* db, const float* dc, const float* a, const float* b,
                      int64_t batch, int64_t M, int64_t N, int64_t K);
+
+// How the batched matmuls (float32 here, bf16 in gemm_bf16.cpp) share out BATCH products of
+// one shape, each of `work` = M * N * K multiply-adds: many small ones (attention heads) run one
+// per thread, each single-threaded; a few large ones run one after another, each on all
+// threads. product(i, threads) computes the i-th.
+template <class Product>
+void for_each_product(int64_t batch, double work, const Product& product) {
+    const int nthreads = max_threads();
+    const bool per_thread = nthreads > 1 && batch > 1 &&
+                            (batch >= 2 * nthreads || work < 256.0 * 256.0 * 256.0);
+    if (!per_thread) {
+        for (int64_t i = 0; i < batch; i++) product(i, nthreads);
+        return;
+    }
+    // subtle: an exception must not leave an OpenMP region (that would abort the process), so
+    // the first one (bad_alloc of a packing buffer) is carried out and rethrown.
+    std::exception_ptr error = nullptr;
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t i = 0; i < batch; i++) {
+        try {
+            product(i, 1);
+        } catch (...) {
+#pragma omp critical(tinyroots_batched_product_error)
+            if (!error) error = std::current_exception();
+        }
+    }
+    if (error) std::rethrow_exception(error);
+}
 
 }  // namespace tinyroots

@@ -40,9 +40,6 @@ constexpr int64_t MC = 128;        // rows of an A block, rounded down to a mult
 constexpr int64_t NC_MAX = 1024;   // columns of a task's B block: 512 x 1024 bf16 = 1 MB (L2)
 constexpr int64_t TASKS_PER_THREAD = 2;
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
-
 // A growable 64-byte aligned buffer per thread, kept between calls.
 struct Scratch {
     bf16* data = nullptr;
@@ -417,38 +414,16 @@ void matmul_tn_bf16(float* c, const Bf16Operand& a, const Bf16Operand& b, int64_
 
 // ---- batched products (ops.matmul under autocast) ---------------------------------------------
 
-// BATCH products of the same shape (contiguous batch strides), as gemm_batched does them in
-// float32: many small ones (attention heads) one per thread, each single-threaded; a few large
-// ones one after another, each on all threads.
+// BATCH products of the same shape, contiguous batch strides, shared out by for_each_product
+// (gemm.h) as the float32 ones are
 static void gemm_bf16_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N,
                               int64_t K, const float* A, int64_t lda, const float* B,
                               int64_t ldb, float* C, int64_t ldc) {
     const int64_t sa = M * K, sb = K * N, sc = M * N;
-    const int nthreads = max_threads();
-    const double work = (double)M * (double)N * (double)K;
-    const bool per_thread = nthreads > 1 && batch > 1 &&
-                            (batch >= 2 * nthreads || work < 256.0 * 256.0 * 256.0);
-    auto one = [&](int64_t i, int threads) {
+    for_each_product(batch, (double)M * N * K, [&](int64_t i, int threads) {
         gemm_bf16(trans_a, trans_b, M, N, K, Bf16Operand{A + i * sa, false, lda},
                   Bf16Operand{B + i * sb, false, ldb}, C + i * sc, ldc, GemmEpilogue(), threads);
-    };
-    if (!per_thread) {
-        for (int64_t i = 0; i < batch; i++) one(i, nthreads);
-        return;
-    }
-    // subtle: an exception must not leave an OpenMP region (that would abort the process), so
-    // the first one (bad_alloc of a packing buffer) is carried out and rethrown.
-    std::exception_ptr error = nullptr;
-#pragma omp parallel for schedule(dynamic)
-    for (int64_t i = 0; i < batch; i++) {
-        try {
-            one(i, 1);
-        } catch (...) {
-#pragma omp critical(tinyroots_gemm_bf16_error)
-            if (!error) error = std::current_exception();
-        }
-    }
-    if (error) std::rethrow_exception(error);
+    });
 }
 
 void matmul_forward_bf16(float* c, const float* a, const float* b, int64_t batch, int64_t M,
