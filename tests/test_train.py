@@ -154,6 +154,25 @@ def test_config_errors_name_the_key(tmp_path):
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
+@pytest.mark.parametrize("argv, line", [
+    (["tinyroots.train", "--learning-rat", "3e-4"],
+     "python -m tinyroots.train: error: unrecognized arguments: --learning-rat 3e-4 "
+     "(did you mean --learning-rate?); see python -m tinyroots.train --help"),
+    # after a subcommand, the parser above reports it: the hint looks in the subcommands too
+    (["tinyroots.data", "clean", "in.txt", "-o", "out", "--min-wrds", "3"],
+     "python -m tinyroots.data: error: unrecognized arguments: --min-wrds 3 "
+     "(did you mean --min-words?); see python -m tinyroots.data --help"),
+    (["tinyroots.generate", "--prompt"],
+     "python -m tinyroots.generate: error: argument --prompt: expected one argument; "
+     "see python -m tinyroots.generate --help"),
+])
+def test_a_wrong_command_line_is_one_line(argv, line):
+    # not argparse's usage block (26 lines for train) above the error
+    r = run_cli(argv)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [line]
+
+
 def test_config_file_and_flags_precedence(tmp_path):
     from tinyroots.config import parse_config
     toml = tmp_path / "run.toml"

@@ -17,6 +17,7 @@ what was expected, whether it came from the file or the command line.
 import argparse
 import ast
 import dataclasses
+import difflib
 import inspect
 import math
 import os
@@ -177,12 +178,46 @@ def apply_overrides(cls, cfg, overrides, source):
     return cls(**values)
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse for every tinyroots command: a wrong command line is one line on stderr and
+    exit status 2, as any other user error is, instead of argparse's whole usage block (dozens
+    of lines for train's flags) above it. An unknown flag names its closest match:
+
+        python -m tinyroots.train: error: unrecognized arguments: --learning-rat 3
+            (did you mean --learning-rate?); see --help
+    """
+
+    def error(self, message):
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            known = self._long_flags()
+            for word in message.split(":", 1)[1].split():
+                if word.startswith("--"):
+                    close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1)
+                    if close:
+                        hint = f" (did you mean {close[0]}?)"
+                        break
+        self.exit(2, f"{self.prog}: error: {message}{hint}; see {self.prog} --help\n")
+
+    def _long_flags(self):
+        """Every --flag of this parser and of its subcommands' parsers (an unknown flag after
+        a subcommand is reported by the parser above it)."""
+        flags = []
+        for action in self._actions:
+            flags += [o for o in action.option_strings if o.startswith("--")]
+            choices = getattr(action, "choices", None)  # a dict of parsers for subcommands
+            if isinstance(choices, dict):
+                flags += [f for sub in choices.values() if isinstance(sub, CommandParser)
+                          for f in sub._long_flags()]
+        return flags
+
+
 def build_parser(cls, prog, description, presets=None, defaults=None):
     helps = field_help(cls)
     # allow_abbrev=False: a prefix such as --learning-rat must be an unknown-key error, not a
     # silent guess at --learning-rate
-    parser = argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog=prog, description=description, allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", metavar="FILE",
                         help="TOML or JSON file of key = value settings (flags override it)")
     if presets:

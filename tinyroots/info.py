@@ -1,12 +1,12 @@
 """`python -m tinyroots.info`: which backend, instruction set and thread count are in use."""
 
-import argparse
 import platform
 import sys
 
 import numpy as np
 
 from . import __version__, distributed, kernels
+from .config import CommandParser
 
 
 def describe():
@@ -55,7 +55,7 @@ def _processes():
 
 
 def main(argv=None):
-    argparse.ArgumentParser(prog="python -m tinyroots.info", description=__doc__).parse_args(argv)
+    CommandParser(prog="python -m tinyroots.info", description=__doc__).parse_args(argv)
     print(describe())
     return 0
 

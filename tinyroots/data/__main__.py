@@ -18,6 +18,7 @@ import json
 import os
 import sys
 
+from ..config import CommandParser
 from .config import CleanConfig, ConfigError, config_fields, parse_value
 from .langid import LanguageIdError
 from .parallel import MAX_WORKERS
@@ -84,8 +85,8 @@ def _common(parser):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m tinyroots.data",
-                                     description="Collect, clean, tokenize and shard text.")
+    parser = CommandParser(prog="python -m tinyroots.data",
+                           description="Collect, clean, tokenize and shard text.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("clean", help="write OUTDIR/clean.jsonl and OUTDIR/report.json")

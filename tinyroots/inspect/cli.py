@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from ..config import CommandParser
 from . import analysis as A
 from . import views
 
@@ -30,8 +31,8 @@ COMMANDS = ("next", "attention", "lens", "attribute", "embeddings", "surprise", 
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CommandParser(prog=PROG, description=__doc__, allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
     sub.required = True
     for name in COMMANDS:
