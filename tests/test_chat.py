@@ -130,6 +130,12 @@ def test_chat_cli_and_a_model_that_was_not_chat_tuned(chat_model, tmp_path):
                          timeout=300)
     assert res.returncode == 0, res.stderr
     assert "the cat saw a dog" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "tinyroots.chat", "--checkpoint", chat_model,
+                          "--temperature", "0", "--max-new-tokens", "12", "--dtype", "bf16"],
+                         input="hello\n/exit\n", capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "the cat saw a dog" in res.stdout            # the same answer with bf16 weights
     plain = make_pretrained(tmp_path / "plain")
     res = subprocess.run([sys.executable, "-m", "tinyroots.chat", "--checkpoint", plain],
                          input="", capture_output=True, text=True, env=env, timeout=300)

@@ -82,6 +82,26 @@ def test_completion_greedy_equals_the_generate_command(client, chat_model):
     assert cli.stdout == "the cat" + r.choices[0].text + "\n"
 
 
+def test_bf16_weights_answer_as_generate_does_in_bf16(chat_model):
+    # --dtype bf16 keeps the weights in bf16 (half the bytes read per token); the engine's
+    # batched prefill and decoding then give what the generate command gives with the same flag
+    s = ServerProcess(chat_model, "--model-name", "faq", "--dtype", "bf16")
+    try:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0)
+        r = c.completions.create(model="faq", prompt="the cat", max_tokens=20, temperature=0)
+        chat = c.chat.completions.create(**hello(temperature=0))
+    finally:
+        assert s.stop() == 0
+    assert "parameters, bf16] serving 'faq'" in s.proc.stderr.read()
+    cli = subprocess.run([sys.executable, "-m", "tinyroots.generate", "--checkpoint", chat_model,
+                          "--prompt", "the cat", "--max-new-tokens", "20", "--temperature", "0",
+                          "--stream", "false", "--dtype", "bf16"],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout == "the cat" + r.choices[0].text + "\n"
+    assert chat.choices[0].message.content == REPLY    # the tiny model's one answer survives bf16
+
+
 def test_n_seed_and_stop(client):
     kw = dict(model="faq", prompt="the", max_tokens=12, temperature=1.0, n=3, seed=5)
     a = client.completions.create(**kw)

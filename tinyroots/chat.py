@@ -46,11 +46,14 @@ class ChatConfig:
     max_turns: int = 0                 # past exchanges kept; 0: as many as fit the context
     stream: bool = True                # print the reply as it is generated
     num_threads: int = 0               # kernel threads; 0: default
+    dtype: str = "fp32"                # bf16: weights kept in bf16, half the bytes per token
 
     def validate(self):
         check_common(self)               # seed >= 0, num_threads within the cap
         if self.which not in ("best", "last"):
             raise ConfigError(f"ChatConfig: 'which' must be best or last, got {self.which!r}")
+        if self.dtype not in ("fp32", "bf16"):
+            raise ConfigError(f"ChatConfig: 'dtype' must be 'fp32' or 'bf16', got {self.dtype!r}")
         if self.max_new_tokens < 1:
             raise ConfigError(f"ChatConfig: 'max_new_tokens' must be >= 1, got "
                               f"{self.max_new_tokens}")
@@ -199,6 +202,8 @@ def main(argv=None):
         kernels.set_num_threads(cfg.num_threads)
     try:
         model, tokenizer, path = load_model_and_tokenizer(cfg.checkpoint, cfg.which)
+        if cfg.dtype == "bf16":
+            model.bf16_weights()
         session = ChatSession(model, tokenizer, cfg)
     except (OSError, ValueError) as exc:
         print(f"python -m tinyroots.chat: error: {exc}", file=sys.stderr)

@@ -35,12 +35,15 @@ class ServeArgs:
     max_body: int = 1048576            # largest request body in bytes; more is HTTP 413
     shutdown_timeout: float = 10.0     # seconds running requests may take to finish on exit
     num_threads: int = 0               # kernel threads; 0: default
+    dtype: str = "fp32"                # bf16: weights kept in bf16, half the bytes per token
 
     def validate(self):
         if self.which not in ("best", "last"):
             raise ConfigError(f"ServeArgs: 'which' must be best or last, got {self.which!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"ServeArgs: 'port' must be in 0..65535, got {self.port}")
+        if self.dtype not in ("fp32", "bf16"):
+            raise ConfigError(f"ServeArgs: 'dtype' must be 'fp32' or 'bf16', got {self.dtype!r}")
         for name in ("max_running", "max_waiting", "max_n", "max_body", "rows_per_pass"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ServeArgs: '{name}' must be >= 1, got {getattr(self, name)}")
@@ -75,6 +78,8 @@ def main(argv=None):
         kernels.set_num_threads(cfg.num_threads)
     try:
         model, tokenizer, path = load_model_and_tokenizer(cfg.checkpoint, cfg.which)
+        if cfg.dtype == "bf16":
+            model.bf16_weights()
     except (OSError, ValueError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -91,8 +96,8 @@ def main(argv=None):
         app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on",
         timeout_graceful_shutdown=cfg.shutdown_timeout))
     shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    print(f"[{path}: {model.num_parameters() / 1e6:.2f}M parameters] serving '{name}' at "
-          f"http://{shown}:{cfg.port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    print(f"[{path}: {model.num_parameters() / 1e6:.2f}M parameters, {cfg.dtype}] serving "
+          f"'{name}' at http://{shown}:{cfg.port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
         server.run()
     except SystemExit:              # uvicorn exits when it cannot bind (it logged why)
