@@ -183,8 +183,8 @@ class CommandParser(argparse.ArgumentParser):
     exit status 2, as any other user error is, instead of argparse's whole usage block (dozens
     of lines for train's flags) above it. An unknown flag names its closest match:
 
-        python -m tinyroots.train: error: unrecognized arguments: --learning-rat 3
-            (did you mean --learning-rate?); see --help
+        python -m tinyroots.train: error: unrecognized arguments: --learning-rat 3 (did you
+        mean --learning-rate?); see python -m tinyroots.train --help
     """
 
     def error(self, message):
