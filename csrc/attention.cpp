@@ -25,6 +25,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "attention_tiled.h"
@@ -172,6 +174,39 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
         attention_backward_plain(dqkv, dout, qkv, out, lse, B, T, C, NH);
     else
         tiled::backward(dqkv, dout, qkv, out, lse, B, T, C, NH);
+}
+
+// ---------------------------------------------------------------------------------------------
+// with attention dropout (training): the tiled kernels, the mask drawn from `seed` in both
+
+namespace {
+tiled::Dropout dropout_of(double p, uint64_t seed, int64_t C, int64_t NH, const char* what) {
+    if (!(p >= 0.0 && p < 1.0))
+        throw std::invalid_argument(std::string(what) + ": dropout p must be in [0, 1), got " +
+                                    std::to_string(p));
+    if (C / NH > tiled::kMaxTiledHS)
+        throw std::invalid_argument(std::string(what) + ": head size " + std::to_string(C / NH) +
+                                    " is past the tiled kernels' " +
+                                    std::to_string(tiled::kMaxTiledHS) + " (no fused dropout)");
+    tiled::Dropout d;
+    d.threshold = (uint32_t)std::min(4294967295.0, std::floor(p * 4294967296.0 + 0.5));
+    d.scale = (float)(1.0 / (1.0 - p));
+    d.seed = seed;
+    return d;
+}
+}  // namespace
+
+void attention_forward_dropout(float* out, float* lse, const float* qkv, int64_t B, int64_t T,
+                               int64_t C, int64_t NH, double p, uint64_t seed) {
+    tiled::forward(out, lse, qkv, B, T, C, NH,
+                   dropout_of(p, seed, C, NH, "attention_forward_dropout"));
+}
+
+void attention_backward_dropout(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH,
+                                double p, uint64_t seed) {
+    tiled::backward(dqkv, dout, qkv, out, lse, B, T, C, NH,
+                    dropout_of(p, seed, C, NH, "attention_backward_dropout"));
 }
 
 

@@ -19,6 +19,17 @@ void attention_forward_plain(float* out, float* lse, const float* qkv, int64_t B
 void attention_backward_plain(float* dqkv, const float* dout, const float* qkv, const float* out,
                               const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH);
 
+// The two kernels with attention dropout, for training: each probability P_ij is kept with
+// probability 1 - p and scaled by 1 / (1 - p). The mask is a hash of (seed, head, row, column)
+// (attention_tiled.h; ref.attention_dropout_keep in NumPy), recomputed by the backward, which
+// takes the forward's p and seed. Heads up to tiled::kMaxTiledHS = 256 (the tiled kernels);
+// p outside [0, 1) or a larger head is std::invalid_argument. p = 0 is attention_forward.
+void attention_forward_dropout(float* out, float* lse, const float* qkv, int64_t B, int64_t T,
+                               int64_t C, int64_t NH, double p, uint64_t seed);
+void attention_backward_dropout(float* dqkv, const float* dout, const float* qkv, const float* out,
+                                const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH,
+                                double p, uint64_t seed);
+
 // The same two kernels with bf16 products (mixed precision, attention_bf16.cpp): q, k, v, dout
 // and the probabilities are rounded to bf16 as the products take them; sums, softmax, lse and
 // every output stay float32. Same arguments and outputs as attention_forward / _backward.

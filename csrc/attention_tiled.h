@@ -46,6 +46,51 @@ inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 // ---------------------------------------------------------------------------------------------
+// attention dropout, fused: P_ij is kept with probability 1 - p and scaled by 1 / (1 - p). The
+// mask is never stored: keep(bh, i, j) is a hash of (seed, head, row, column), recomputed by
+// the backward exactly as the forward drew it (ref.attention_dropout_keep is its NumPy twin).
+// In the forward the row sums l of the softmax take every P_ij, dropped or not (dropout acts
+// after the softmax), and 1 / (1 - p) joins the final 1 / l; in the backward, with Pd = the
+// kept-and-scaled P and out = Pd v:
+//     dV = Pd^T dout;   dP = (dout v^T) * keep / (1 - p);   dS = P * (dP - D)
+// where D_i = rowsum(dout_i * out_i) still equals sum_j P_ij dP_ij.
+struct Dropout {
+    uint32_t threshold = 0;  // keep when the hash is >= this: round(p * 2^32); 0 = no dropout
+    float scale = 1.0f;      // 1 / (1 - p)
+    uint64_t seed = 0;
+    bool on() const { return threshold != 0; }
+};
+
+// A 32-bit integer hash (xorshift-multiply rounds; every output bit depends on every input bit).
+inline uint32_t mix32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+constexpr uint32_t kGolden32 = 0x9E3779B9U;  // 2^32 / golden ratio: spreads consecutive indices
+
+// The key of row i of head bh (of T rows each): its columns hash it with their index.
+inline uint32_t dropout_row_key(uint64_t seed, int64_t bh, int64_t T, int64_t i) {
+    const uint64_t r = (uint64_t)bh * (uint64_t)T + (uint64_t)i;
+    return mix32(mix32((uint32_t)seed ^ (uint32_t)r) ^ (uint32_t)(seed >> 32) ^
+                 ((uint32_t)(r >> 32) * kGolden32));
+}
+
+// x[j] = keep(row, k0 + j) ? x[j] * scale : 0 for the kBc columns of a key tile.
+inline void dropout_row(float* __restrict__ x, uint32_t row_key, int64_t k0, uint32_t threshold,
+                        float scale) {
+#pragma omp simd
+    for (int64_t j = 0; j < kBc; j++) {
+        const uint32_t u = mix32(row_key ^ ((uint32_t)(k0 + j) * kGolden32));
+        x[j] = u >= threshold ? x[j] * scale : 0.0f;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // small building blocks. HS_T is the head size when known at compile time (64 for every GPT-2),
 // so that the accumulators below live in registers; HS_T = 0 means "use the runtime HS".
 
@@ -413,8 +458,8 @@ inline float online_softmax_step(float* __restrict__ s, int64_t n, float scale, 
 // kt_head, v_head: the head's packed K^T and V, tile k0 / kBc at + k0 * HS.
 template <int L, int HS_T>
 void forward_tile(float* out, float* lse, const float* qkv, const float* kt_head,
-                  const float* v_head, int64_t bh,
-                  int64_t q0, int64_t q1, int64_t T, int64_t C, int64_t NH, ForwardScratch& w) {
+                  const float* v_head, int64_t bh, int64_t q0, int64_t q1, int64_t T, int64_t C,
+                  int64_t NH, const Dropout& drop, ForwardScratch& w) {
     const int64_t HS = HS_T > 0 ? HS_T : C / NH, b = bh / NH;
     const float scale = 1.0f / std::sqrt((float)HS);
     const Head x = head_of(qkv, b, bh % NH, T, C, HS);
@@ -447,6 +492,9 @@ void forward_tile(float* out, float* lse, const float* qkv, const float* kt_head
             const int64_t r = i - q0, n = min64(nk, i - k0 + 1);  // keys of this tile i sees
             // (zeros past n, so the pair's sum below reads zeros where only the second sees)
             c[r] = online_softmax_step<L>(w.s.data() + r * kBc, n, scale, m + r, l + r);
+            if (drop.on())  // l took every exp(S - m); o takes the kept ones (scale at the end)
+                dropout_row(w.s.data() + r * kBc, dropout_row_key(drop.seed, bh, T, i), k0,
+                            drop.threshold, 1.0f);
         }
         // pass 2: o = c o + exp(S - m) v, two queries at a time
         for (int64_t i = q0; i < q1; i += 2) {
@@ -466,7 +514,7 @@ void forward_tile(float* out, float* lse, const float* qkv, const float* kt_head
     float* lse_h = lse + bh * T;
     for (int64_t i = q0; i < q1; i++) {
         const int64_t r = i - q0;
-        const float inv = 1.0f / l[r];
+        const float inv = drop.scale / l[r];
         float* __restrict__ orow = out + (b * T + i) * C + x.col;
 #pragma omp simd
         for (int64_t d = 0; d < HS; d++) orow[d] = o[r * HS + d] * inv;
@@ -501,20 +549,23 @@ struct HeadGrad {
     float* dv;
     int64_t ld, ldo;          // 3C, C
     float scale;
+    Dropout drop;
+    int64_t bh, T;            // the head and its rows: the dropout mask's coordinates
 };
 
 // Head bh, whose packed copies are head in_bh of `in` (bh itself when every head was packed;
 // 0 when `in` holds just the one head).
 inline HeadGrad head_grad_of(float* dqkv, const float* dout, const float* out, const float* lse,
                       const BackwardInputs& in, int64_t in_bh, int64_t bh, int64_t T, int64_t C,
-                      int64_t NH) {
+                      int64_t NH, const Dropout& drop) {
     const int64_t HS = C / NH, b = bh / NH, h = bh % NH, p = in_bh;
     float* dq = dqkv + b * T * 3 * C + h * HS;
     const int64_t o = b * T * C + h * HS;
     return HeadGrad{in.q.tile(p, 0),   in.k.tile(p, 0), in.dy.tile(p, 0), in.kt.tile(p, 0),
                     in.vt.tile(p, 0),  dout + o,        out + o,          lse + bh * T,
                     dq,                dq + C,           dq + 2 * C,        3 * C,
-                    C,                 1.0f / std::sqrt((float)HS)};
+                    C,                 1.0f / std::sqrt((float)HS), drop,
+                    bh,                T};
 }
 
 // D_i = rowsum(dout_i * out_i) for rows [i0, i1), into w.D[i]. With HS_T known, in vector
@@ -597,6 +648,13 @@ void backward_block(const HeadGrad& g, int64_t k0, int64_t nk, int64_t q0, int64
         float* ds1 = pair ? ds0 + kBc : s1;
         dot_tile2<L>(ds0, ds1, g.dy + i * HS, g.dy + i1 * HS, vtile, HS,  // dP
                      min64(nk, i1 - k0 + 1));
+        if (g.drop.on()) {  // dP of the dropped probabilities, back to those before dropout
+            dropout_row(ds0, dropout_row_key(g.drop.seed, g.bh, g.T, i), k0, g.drop.threshold,
+                        g.drop.scale);
+            if (pair)
+                dropout_row(ds1, dropout_row_key(g.drop.seed, g.bh, g.T, i1), k0,
+                            g.drop.threshold, g.drop.scale);
+        }
         ds_row(ds0, w.p.data() + r * kBc, min64(nk, i - k0 + 1), w.D[i], g.scale);
         if (pair)
             ds_row(ds1, w.p.data() + (r + 1) * kBc, min64(nk, i1 - k0 + 1), w.D[i1], g.scale);
@@ -616,6 +674,10 @@ void backward_block(const HeadGrad& g, int64_t k0, int64_t nk, int64_t q0, int64
         }
     }
     if (!want_dkv) return;
+    if (g.drop.on())  // dV takes the probabilities out = Pd v used: kept and scaled
+        for (int64_t i = q0; i < q1; i++)
+            dropout_row(w.p.data() + (i - q0) * kBc, dropout_row_key(g.drop.seed, g.bh, g.T, i),
+                        k0, g.drop.threshold, g.drop.scale);
     // dV_j += sum_i P_ij dout_i and dK_j += sum_i dS_ij q_i, over the queries i >= k0 + j that
     // see key j (the rows above have P = dS = 0, so a pair can start at the first key's row).
     for (int64_t j = 0; j < nk; j += 2) {
@@ -667,7 +729,7 @@ void backward_query_tile(const HeadGrad& g, int64_t q0, int64_t q1, int64_t HS,
 // the schedules: which thread does which head or tile
 
 inline void forward(float* out, float* lse, const float* qkv, int64_t B, int64_t T, int64_t C,
-                    int64_t NH) {
+                    int64_t NH, const Dropout& drop = Dropout()) {
     const int64_t HS = C / NH;
     if (B * T * C == 0) return;
     const bool parallel = B * NH * T * T * HS > 8 * kMinParallelWork;
@@ -692,7 +754,7 @@ inline void forward(float* out, float* lse, const float* qkv, int64_t B, int64_t
                         pack_head(v_head, specs[1], bh / NH, bh % NH, T, HS);
                         for (int64_t q0 = 0; q0 < T; q0 += kBr)
                             forward_tile<L, HS_T>(out, lse, qkv, kt_head, v_head, bh, q0,
-                                                  min64(q0 + kBr, T), T, C, NH, w);
+                                                  min64(q0 + kBr, T), T, C, NH, drop, w);
                     });
                 });
             }
@@ -717,7 +779,7 @@ inline void forward(float* out, float* lse, const float* qkv, int64_t B, int64_t
                 with_head_size(HS, [&](auto hs) {
                     constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;
                     forward_tile<L, HS_T>(out, lse, qkv, kt.tile(bh, 0), vp.tile(bh, 0), bh,
-                                          q0, q1, T, C, NH, w);
+                                          q0, q1, T, C, NH, drop, w);
                 });
             });
         }
@@ -725,7 +787,8 @@ inline void forward(float* out, float* lse, const float* qkv, int64_t B, int64_t
 }
 
 inline void backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                     const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH) {
+                     const float* lse, int64_t B, int64_t T, int64_t C, int64_t NH,
+                     const Dropout& drop = Dropout()) {
     const int64_t HS = C / NH;
     if (B * T * C == 0) return;
     const int64_t heads = B * NH;
@@ -749,7 +812,7 @@ inline void backward(float* dqkv, const float* dout, const float* qkv, const flo
             const BackwardInputs in{mine[0], mine[1], mine[2], mine[3], mine[4]};
 #pragma omp for schedule(dynamic, 1)
             for (int64_t bh = 0; bh < heads; bh++) {
-                const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, 0, bh, T, C, NH);
+                const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, 0, bh, T, C, NH, drop);
                 with_isa_lanes([&](auto lanes) {
                     with_head_size(HS, [&](auto hs) {
                         constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;
@@ -778,7 +841,7 @@ inline void backward(float* dqkv, const float* dout, const float* qkv, const flo
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t item = 0; item < heads * n_kt; item++) {
             const int64_t k0 = item / heads * kBc, bh = item % heads;  // first key tiles: heaviest
-            const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, bh, bh, T, C, NH);
+            const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, bh, bh, T, C, NH, drop);
             with_isa_lanes([&](auto lanes) {
                 with_head_size(HS, [&](auto hs) {
                     constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;
@@ -791,7 +854,7 @@ inline void backward(float* dqkv, const float* dout, const float* qkv, const flo
         for (int64_t item = 0; item < heads * n_qt; item++) {
             const int64_t qt = n_qt - 1 - item / heads, bh = item % heads;  // heaviest first
             const int64_t q0 = qt * kBr, q1 = min64(q0 + kBr, T);
-            const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, bh, bh, T, C, NH);
+            const HeadGrad g = head_grad_of(dqkv, dout, out, lse, in, bh, bh, T, C, NH, drop);
             with_isa_lanes([&](auto lanes) {
                 with_head_size(HS, [&](auto hs) {
                     constexpr int L = decltype(lanes)::value, HS_T = decltype(hs)::value;

@@ -875,14 +875,10 @@ int64_t attention_channels(const F32& qkv, int64_t n_head, const char* k) {
     return C3 / 3;
 }
 
-using AttentionForward = void (*)(float*, float*, const float*, int64_t, int64_t, int64_t,
-                                  int64_t);
-using AttentionBackward = void (*)(float*, const float*, const float*, const float*,
-                                   const float*, int64_t, int64_t, int64_t, int64_t);
-
-// attention_forward and attention_forward_plain (kernel): the same checks, the same outputs.
-py::tuple attention_forward_with(AttentionForward kernel, const char* k, py::handle qkv_,
-                                 int64_t n_head) {
+// attention_forward and its twins (kernel: a function with attention_forward's arguments, or
+// a lambda that adds its own): the same checks, the same outputs. Likewise the backward.
+template <class Kernel>
+py::tuple attention_forward_with(Kernel kernel, const char* k, py::handle qkv_, int64_t n_head) {
     F32 qkv = input_f32(qkv_, k, "qkv");
     const int64_t C = attention_channels(qkv, n_head, k);
     const int64_t B = qkv.shape(0), T = qkv.shape(1);
@@ -894,8 +890,9 @@ py::tuple attention_forward_with(AttentionForward kernel, const char* k, py::han
     return py::make_tuple(out, lse);
 }
 
-F32 attention_backward_with(AttentionBackward kernel, const char* k, py::handle dout_,
-                            py::handle qkv_, py::handle out_, py::handle lse_, int64_t n_head) {
+template <class Kernel>
+F32 attention_backward_with(Kernel kernel, const char* k, py::handle dout_, py::handle qkv_,
+                            py::handle out_, py::handle lse_, int64_t n_head) {
     F32 qkv = input_f32(qkv_, k, "qkv"), dout = input_f32(dout_, k, "dout");
     F32 out = input_f32(out_, k, "out"), lse = input_f32(lse_, k, "lse");
     const int64_t C = attention_channels(qkv, n_head, k);
@@ -942,6 +939,32 @@ F32 attention_backward_bf16(py::handle dout, py::handle qkv, py::handle out, py:
                             int64_t n_head) {
     return attention_backward_with(tinyroots::attention_backward_bf16, "attention_backward_bf16",
                                    dout, qkv, out, lse, n_head);
+}
+
+void check_dropout_p(double p, const char* k) {
+    if (!(p >= 0.0 && p < 1.0))
+        throw py::value_error(std::string(k) + ": p must be in [0, 1), got " + std::to_string(p));
+}
+
+py::tuple attention_forward_dropout(py::handle qkv, int64_t n_head, double p, uint64_t seed) {
+    check_dropout_p(p, "attention_forward_dropout");
+    return attention_forward_with(
+        [p, seed](float* out, float* lse, const float* x, int64_t B, int64_t T, int64_t C,
+                  int64_t NH) {
+            tinyroots::attention_forward_dropout(out, lse, x, B, T, C, NH, p, seed);
+        },
+        "attention_forward_dropout", qkv, n_head);
+}
+
+F32 attention_backward_dropout(py::handle dout, py::handle qkv, py::handle out, py::handle lse,
+                               int64_t n_head, double p, uint64_t seed) {
+    check_dropout_p(p, "attention_backward_dropout");
+    return attention_backward_with(
+        [p, seed](float* dqkv, const float* dy, const float* x, const float* y, const float* l,
+                  int64_t B, int64_t T, int64_t C, int64_t NH) {
+            tinyroots::attention_backward_dropout(dqkv, dy, x, y, l, B, T, C, NH, p, seed);
+        },
+        "attention_backward_dropout", dout, qkv, out, lse, n_head);
 }
 
 tinyroots::HeadsView heads_view(const F32& a) {
@@ -1181,6 +1204,11 @@ PYBIND11_MODULE(_C, m) {
     m.def("attention_decode_rows", &attention_decode_rows, py::arg("q"), py::arg("ks"),
           py::arg("vs"), py::arg("n_past"), py::arg("k_new") = py::none(),
           py::arg("v_new") = py::none());
+    m.def("attention_forward_dropout", &attention_forward_dropout, py::arg("qkv"),
+          py::arg("n_head"), py::arg("p"), py::arg("seed"));
+    m.def("attention_backward_dropout", &attention_backward_dropout, py::arg("dout"),
+          py::arg("qkv"), py::arg("out"), py::arg("lse"), py::arg("n_head"), py::arg("p"),
+          py::arg("seed"));
     m.def("attention_forward_bf16", &attention_forward_bf16, py::arg("qkv"), py::arg("n_head"));
     m.def("attention_backward_bf16", &attention_backward_bf16, py::arg("dout"), py::arg("qkv"),
           py::arg("out"), py::arg("lse"), py::arg("n_head"));

@@ -113,6 +113,8 @@ embedding_backward = _bind(ref.embedding_backward)
 
 attention_forward = _bind(ref.attention_forward)
 attention_backward = _bind(ref.attention_backward)
+attention_forward_dropout = _bind(ref.attention_forward_dropout)
+attention_backward_dropout = _bind(ref.attention_backward_dropout)
 attention_forward_bf16 = _bind(ref.attention_forward_bf16)
 attention_backward_bf16 = _bind(ref.attention_backward_bf16)
 attention_decode = _bind(ref.attention_decode)

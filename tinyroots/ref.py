@@ -362,6 +362,94 @@ def attention_backward(dout, qkv, out, lse, n_head):
     return dqkv
 
 
+# ---------------------------------------------------------------------------------------------
+# attention dropout, fused (csrc/attention_tiled.h, Dropout): the mask is a hash, not stored
+
+GOLDEN32 = 0x9E3779B9      # 2^32 / golden ratio: spreads consecutive indices over 32 bits
+
+
+def _mix32(x):
+    """The kernels' 32-bit integer hash (xorshift-multiply rounds) of a uint32 array."""
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def dropout_threshold_scale(p):
+    """Attention dropout with probability p keeps P_ij when its hash is >= threshold
+    (round(p 2^32)) and scales it by 1 / (1 - p), as float32: what the kernels compute."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"attention dropout: p must be in [0, 1), got {p}")
+    return min(2 ** 32 - 1, math.floor(p * 2 ** 32 + 0.5)), np.float32(1.0 / (1.0 - p))
+
+
+def attention_dropout_keep(seed, B, NH, T, p):
+    """(B, NH, T, T) bool: the probabilities attention dropout keeps for this seed.
+
+    Row i of head bh = b NH + h gets a key from (seed, bh T + i), and column j of the row
+    hashes that key with j: keep = hash >= round(p 2^32), so each survives with probability
+    1 - p, independently enough for dropout, and the backward redraws the very same mask from
+    the seed instead of storing (T, T) bits per head.
+    """
+    threshold, _ = dropout_threshold_scale(p)
+    with np.errstate(over="ignore"):
+        r = np.arange(B * NH * T, dtype=np.uint64)                   # bh * T + i
+        lo, hi = (r & 0xFFFFFFFF).astype(np.uint32), (r >> np.uint64(32)).astype(np.uint32)
+        s_lo, s_hi = np.uint32(seed & 0xFFFFFFFF), np.uint32((seed >> 32) & 0xFFFFFFFF)
+        key = _mix32(_mix32(s_lo ^ lo) ^ s_hi ^ (hi * np.uint32(GOLDEN32)))
+        cols = np.arange(T, dtype=np.uint32) * np.uint32(GOLDEN32)
+        u = _mix32(key[:, None] ^ cols[None, :])
+    return (u >= threshold).reshape(B, NH, T, T)
+
+
+def attention_forward_dropout(qkv, n_head, p, seed):
+    """attention_forward with dropout on the probabilities (training):
+        out = (P * keep / (1 - p)) v,   keep = attention_dropout_keep(seed, ...)
+    lse is the softmax's, as without dropout (dropout comes after the softmax)."""
+    B, T, C3 = qkv.shape
+    _, scale_d = dropout_threshold_scale(p)
+    q, k, v = _split_heads(qkv, n_head)
+    _, lse = attention_forward(qkv, n_head)
+    P = np.exp(_causal_scores(q, k) - lse[..., None])
+    keep = attention_dropout_keep(seed, B, n_head, T, p)
+    y = np.where(keep, P * scale_d, 0).astype(qkv.dtype, copy=False) @ v
+    return y.transpose(0, 2, 1, 3).reshape(B, T, C3 // 3).astype(qkv.dtype, copy=False), lse
+
+
+def attention_backward_dropout(dout, qkv, out, lse, n_head, p, seed):
+    """Backward of attention_forward_dropout. With Pd = P * keep / (1 - p) and out = Pd v:
+        dV = Pd^T dY,   dPd = dY v^T,   dP = dPd * keep / (1 - p),   dS = P * (dP - D)
+    and D = rowsum(dY * Y) still: sum_j P_ij dP_ij = sum_j Pd_ij dPd_ij = dY_i . Y_i."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    _, scale_d = dropout_threshold_scale(p)
+    q, k, v = _split_heads(qkv, n_head)
+    HS = q.shape[-1]
+    scale = 1.0 / math.sqrt(HS)
+    dy = dout.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
+    y = out.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
+    P = np.exp(_causal_scores(q, k) - lse[..., None])
+    keep = attention_dropout_keep(seed, B, n_head, T, p)
+    dv = np.swapaxes(np.where(keep, P * scale_d, 0), -1, -2) @ dy   # dV = Pd^T dY
+    dp = np.where(keep, (dy @ np.swapaxes(v, -1, -2)) * scale_d, 0)  # dP, through the mask
+    D = (dy * y).sum(axis=-1, keepdims=True)
+    ds = P * (dp - D) * scale
+    dq, dk = ds @ k, np.swapaxes(ds, -1, -2) @ q
+    dqkv = np.empty_like(qkv)
+    for i, d in enumerate((dq, dk, dv)):
+        dqkv[..., i * C:(i + 1) * C] = d.transpose(0, 2, 1, 3).reshape(B, T, C)
+    return dqkv
+
+
+def _causal_scores(q, k):
+    """S = q k^T / sqrt(HS), -inf where a query would see a later key."""
+    T = q.shape[-2]
+    s = (q @ np.swapaxes(k, -1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    return np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
+
+
 def attention_decode(q, k, v, n_past):
     """Inference attention against a KV cache (no backward) -> y (B, NH, Tq, HS).
 
