@@ -759,23 +759,41 @@ def attention(qkv, n_head, dropout_p=0.0, training=False):
 
     The fused kernel stores only the output and one log-sum-exp per query row for backward.
     Inside ``autocast("bf16")`` its products take bf16 operands (kernels.attention_*_bf16; for
-    float32 qkv, as for matmul). With attention dropout in training the op is composed from
-    primitives instead (attention_composed), because the fused kernel would have to replay the
-    dropout mask.
+    float32 qkv, as for matmul). Attention dropout in training is fused too
+    (kernels.attention_*_dropout): the mask is a hash of a seed drawn here from the generator,
+    which the backward replays instead of storing it. Under autocast, or with heads past 256,
+    dropout takes the op composed from primitives (attention_composed).
     """
     qkv = _as_tensor(qkv)
     if qkv.ndim != 3 or qkv.shape[-1] % 3 or (qkv.shape[-1] // 3) % n_head:
         raise ShapeError(f"attention: qkv must be (B, T, 3C) with C divisible by n_head={n_head}"
                          f", got {qkv.shape}")
-    if dropout_p and training:
-        return attention_composed(qkv, n_head, dropout_p, training)
     bf16 = _GEMM_BF16.get() and qkv.dtype == np.float32
+    if dropout_p and training:
+        if bf16 or qkv.shape[-1] // 3 // n_head > MAX_FUSED_DROPOUT_HEAD:
+            return attention_composed(qkv, n_head, dropout_p, training)
+        return _attention_dropout(qkv, n_head, dropout_p)
     forward = kernels.attention_forward_bf16 if bf16 else kernels.attention_forward
     out, lse = forward(qkv.data, n_head)
 
     def backward(g):
         backward = kernels.attention_backward_bf16 if bf16 else kernels.attention_backward
         qkv._accum(backward(g, qkv.data, out, lse, n_head))
+
+    return Tensor._from_op(out, (qkv,), backward, "attention")
+
+
+MAX_FUSED_DROPOUT_HEAD = 256  # head sizes the fused dropout kernels take (csrc: kMaxTiledHS)
+
+
+def _attention_dropout(qkv, n_head, p):
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"attention: dropout p must be in [0, 1), got {p}")
+    seed = int(generator().integers(0, 2 ** 63))
+    out, lse = kernels.attention_forward_dropout(qkv.data, n_head, p, seed)
+
+    def backward(g):
+        qkv._accum(kernels.attention_backward_dropout(g, qkv.data, out, lse, n_head, p, seed))
 
     return Tensor._from_op(out, (qkv,), backward, "attention")
 
