@@ -49,11 +49,9 @@ class ChatConfig:
     dtype: str = "fp32"                # bf16: weights kept in bf16, half the bytes per token
 
     def validate(self):
-        check_common(self)               # seed >= 0, num_threads within the cap
+        check_common(self)               # seed >= 0, num_threads within the cap, dtype
         if self.which not in ("best", "last"):
             raise ConfigError(f"ChatConfig: 'which' must be best or last, got {self.which!r}")
-        if self.dtype not in ("fp32", "bf16"):
-            raise ConfigError(f"ChatConfig: 'dtype' must be 'fp32' or 'bf16', got {self.dtype!r}")
         if self.max_new_tokens < 1:
             raise ConfigError(f"ChatConfig: 'max_new_tokens' must be >= 1, got "
                               f"{self.max_new_tokens}")

@@ -311,7 +311,7 @@ def check_ranges(cfg, ranges):
 
 
 def check_common(cfg):
-    """seed, num_threads, beta1, beta2: the same rules in every job that has them."""
+    """seed, num_threads, beta1, beta2, dtype: the same rules in every job that has them."""
     cap = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
     ranges = {"seed": (0, 2 ** 63 - 1), "num_threads": (0, cap)}
     check_ranges(cfg, {k: v for k, v in ranges.items() if hasattr(cfg, k)})
@@ -319,6 +319,9 @@ def check_common(cfg):
         if hasattr(cfg, key) and not 0.0 <= getattr(cfg, key) < 1.0:
             raise ConfigError(f"{type(cfg).__name__}: '{key}' must be in [0, 1), got "
                               f"{getattr(cfg, key)!r}")
+    if hasattr(cfg, "dtype") and cfg.dtype not in ("fp32", "bf16"):
+        raise ConfigError(f"{type(cfg).__name__}: 'dtype' must be 'fp32' or 'bf16', got "
+                          f"{cfg.dtype!r}")
 
 
 def save_config(cfg, path):

@@ -45,10 +45,7 @@ class GenerateConfig:
     dtype: str = "fp32"                # bf16: weights kept in bf16, half the bytes per token
 
     def validate(self):
-        check_common(self)               # seed >= 0, num_threads within the cap
-        if self.dtype not in ("fp32", "bf16"):
-            raise ConfigError(f"GenerateConfig: 'dtype' must be 'fp32' or 'bf16', got "
-                              f"{self.dtype!r}")
+        check_common(self)               # seed >= 0, num_threads within the cap, dtype
         if self.which not in ("best", "last"):
             raise ConfigError(f"GenerateConfig: 'which' must be best or last, got {self.which!r}")
         if self.max_new_tokens < 0 or self.num_samples < 1:

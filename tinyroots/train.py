@@ -112,9 +112,7 @@ class TrainConfig:
 
     def validate(self):
         check_ranges(self, TRAIN_RANGES)
-        check_common(self)
-        if self.dtype not in ("fp32", "bf16"):
-            raise ConfigError(f"TrainConfig: 'dtype' must be 'fp32' or 'bf16', got {self.dtype!r}")
+        check_common(self)               # seed, num_threads, beta1, beta2, dtype
         if self.tokenizer not in ("bpe", "char"):
             raise ConfigError(f"TrainConfig: 'tokenizer' must be 'bpe' or 'char', got "
                               f"{self.tokenizer!r}")

@@ -121,9 +121,7 @@ class FinetuneConfig:
 
     def validate(self):
         name = type(self).__name__
-        check_common(self)               # seed, num_threads, beta1, beta2
-        if self.dtype not in ("fp32", "bf16"):
-            raise ConfigError(f"{name}: 'dtype' must be 'fp32' or 'bf16', got {self.dtype!r}")
+        check_common(self)               # seed, num_threads, beta1, beta2, dtype
         if self.task not in TASKS:
             raise ConfigError(f"{name}: 'task' must be one of {', '.join(TASKS)}, got "
                               f"{self.task!r}")

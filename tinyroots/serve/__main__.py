@@ -42,15 +42,13 @@ class ServeArgs:
             raise ConfigError(f"ServeArgs: 'which' must be best or last, got {self.which!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"ServeArgs: 'port' must be in 0..65535, got {self.port}")
-        if self.dtype not in ("fp32", "bf16"):
-            raise ConfigError(f"ServeArgs: 'dtype' must be 'fp32' or 'bf16', got {self.dtype!r}")
         for name in ("max_running", "max_waiting", "max_n", "max_body", "rows_per_pass"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ServeArgs: '{name}' must be >= 1, got {getattr(self, name)}")
         if not self.shutdown_timeout >= 0:
             raise ConfigError(f"ServeArgs: 'shutdown_timeout' must be >= 0, got "
                               f"{self.shutdown_timeout}")
-        check_common(self)     # num_threads, before the checkpoint is loaded
+        check_common(self)     # num_threads, dtype: before the checkpoint is loaded
 
 
 def is_loopback(host):
