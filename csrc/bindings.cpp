@@ -941,13 +941,7 @@ F32 attention_backward_bf16(py::handle dout, py::handle qkv, py::handle out, py:
                                    dout, qkv, out, lse, n_head);
 }
 
-void check_dropout_p(double p, const char* k) {
-    if (!(p >= 0.0 && p < 1.0))
-        throw py::value_error(std::string(k) + ": p must be in [0, 1), got " + std::to_string(p));
-}
-
 py::tuple attention_forward_dropout(py::handle qkv, int64_t n_head, double p, uint64_t seed) {
-    check_dropout_p(p, "attention_forward_dropout");
     return attention_forward_with(
         [p, seed](float* out, float* lse, const float* x, int64_t B, int64_t T, int64_t C,
                   int64_t NH) {
@@ -958,7 +952,6 @@ py::tuple attention_forward_dropout(py::handle qkv, int64_t n_head, double p, ui
 
 F32 attention_backward_dropout(py::handle dout, py::handle qkv, py::handle out, py::handle lse,
                                int64_t n_head, double p, uint64_t seed) {
-    check_dropout_p(p, "attention_backward_dropout");
     return attention_backward_with(
         [p, seed](float* dqkv, const float* dy, const float* x, const float* y, const float* l,
                   int64_t B, int64_t T, int64_t C, int64_t NH) {

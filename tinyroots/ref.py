@@ -261,6 +261,13 @@ def _split_heads(qkv, n_head):
     return [a.reshape(B, T, n_head, C // n_head).transpose(0, 2, 1, 3) for a in (q, k, v)]
 
 
+def _causal_scores(q, k):
+    """S = q k^T / sqrt(HS) (B, NH, T, T), -inf where a query would see a later key."""
+    T = q.shape[-2]
+    s = (q @ np.swapaxes(k, -1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
+    return np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
+
+
 def attention_forward(qkv, n_head):
     """qkv (B, T, 3C) -> (out (B, T, C), lse (B, NH, T)).
 
@@ -269,14 +276,20 @@ def attention_forward(qkv, n_head):
     backward rebuilds P = exp(S - lse) from q and k, trading a little compute for O(T) memory
     instead of O(T^2) -- the same bargain FlashAttention makes.
     """
+    return _attention_forward(qkv, n_head)
+
+
+def _attention_forward(qkv, n_head, dropout=None):
+    """attention_forward; dropout = (keep, scale) replaces P by P * keep * scale before v."""
     B, T, C3 = qkv.shape
     q, k, v = _split_heads(qkv, n_head)
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    s = (q @ np.swapaxes(k, -1, -2)) * scale                      # (B, NH, T, T)
-    s = np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
+    s = _causal_scores(q, k)                                      # (B, NH, T, T)
     m = s.max(axis=-1, keepdims=True)
     lse = m + np.log(np.exp(s - m).sum(axis=-1, keepdims=True))   # (B, NH, T, 1)
     p = np.exp(s - lse)
+    if dropout is not None:
+        keep, scale_d = dropout
+        p = np.where(keep, p * scale_d, 0).astype(qkv.dtype, copy=False)
     y = p @ v                                                     # (B, NH, T, HS)
     out = y.transpose(0, 2, 1, 3).reshape(B, T, C3 // 3)
     return out.astype(qkv.dtype, copy=False), lse[..., 0].astype(qkv.dtype, copy=False)
@@ -340,6 +353,11 @@ def attention_backward(dout, qkv, out, lse, n_head):
     The scale is folded into dS once, here and in csrc/ alike. Masked entries have P = 0, so
     dS = 0 there: nothing flows to keys a query did not see.
     """
+    return _attention_backward(dout, qkv, out, lse, n_head)
+
+
+def _attention_backward(dout, qkv, out, lse, n_head, dropout=None):
+    """attention_backward; with dropout = (keep, scale) that of _attention_forward's dropout."""
     B, T, C3 = qkv.shape
     C = C3 // 3
     q, k, v = _split_heads(qkv, n_head)                           # (B, NH, T, HS)
@@ -347,11 +365,12 @@ def attention_backward(dout, qkv, out, lse, n_head):
     scale = 1.0 / math.sqrt(HS)
     dy = dout.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)     # (B, NH, T, HS)
     y = out.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
-    s = (q @ np.swapaxes(k, -1, -2)) * scale                      # S, as in the forward
-    s = np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
-    p = np.exp(s - lse[..., None])                                # P  (B, NH, T, T)
-    dv = np.swapaxes(p, -1, -2) @ dy                              # dV = P^T dY
+    p = np.exp(_causal_scores(q, k) - lse[..., None])             # P  (B, NH, T, T)
+    pd = p if dropout is None else np.where(dropout[0], p * dropout[1], 0)
+    dv = np.swapaxes(pd, -1, -2) @ dy                             # dV = P^T dY (P dropped)
     dp = dy @ np.swapaxes(v, -1, -2)                              # dP = dY v^T
+    if dropout is not None:                                       # ... through the mask
+        dp = np.where(dropout[0], dp * dropout[1], 0)
     D = (dy * y).sum(axis=-1, keepdims=True)                      # D = rowsum(dY * Y)
     ds = p * (dp - D) * scale                                     # dS, times the scale
     dq = ds @ k                                                   # dq = (dS * scale) k
@@ -408,46 +427,18 @@ def attention_forward_dropout(qkv, n_head, p, seed):
     """attention_forward with dropout on the probabilities (training):
         out = (P * keep / (1 - p)) v,   keep = attention_dropout_keep(seed, ...)
     lse is the softmax's, as without dropout (dropout comes after the softmax)."""
-    B, T, C3 = qkv.shape
-    _, scale_d = dropout_threshold_scale(p)
-    q, k, v = _split_heads(qkv, n_head)
-    _, lse = attention_forward(qkv, n_head)
-    P = np.exp(_causal_scores(q, k) - lse[..., None])
+    B, T, _ = qkv.shape
     keep = attention_dropout_keep(seed, B, n_head, T, p)
-    y = np.where(keep, P * scale_d, 0).astype(qkv.dtype, copy=False) @ v
-    return y.transpose(0, 2, 1, 3).reshape(B, T, C3 // 3).astype(qkv.dtype, copy=False), lse
+    return _attention_forward(qkv, n_head, (keep, dropout_threshold_scale(p)[1]))
 
 
 def attention_backward_dropout(dout, qkv, out, lse, n_head, p, seed):
     """Backward of attention_forward_dropout. With Pd = P * keep / (1 - p) and out = Pd v:
         dV = Pd^T dY,   dPd = dY v^T,   dP = dPd * keep / (1 - p),   dS = P * (dP - D)
     and D = rowsum(dY * Y) still: sum_j P_ij dP_ij = sum_j Pd_ij dPd_ij = dY_i . Y_i."""
-    B, T, C3 = qkv.shape
-    C = C3 // 3
-    _, scale_d = dropout_threshold_scale(p)
-    q, k, v = _split_heads(qkv, n_head)
-    HS = q.shape[-1]
-    scale = 1.0 / math.sqrt(HS)
-    dy = dout.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
-    y = out.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
-    P = np.exp(_causal_scores(q, k) - lse[..., None])
+    B, T, _ = qkv.shape
     keep = attention_dropout_keep(seed, B, n_head, T, p)
-    dv = np.swapaxes(np.where(keep, P * scale_d, 0), -1, -2) @ dy   # dV = Pd^T dY
-    dp = np.where(keep, (dy @ np.swapaxes(v, -1, -2)) * scale_d, 0)  # dP, through the mask
-    D = (dy * y).sum(axis=-1, keepdims=True)
-    ds = P * (dp - D) * scale
-    dq, dk = ds @ k, np.swapaxes(ds, -1, -2) @ q
-    dqkv = np.empty_like(qkv)
-    for i, d in enumerate((dq, dk, dv)):
-        dqkv[..., i * C:(i + 1) * C] = d.transpose(0, 2, 1, 3).reshape(B, T, C)
-    return dqkv
-
-
-def _causal_scores(q, k):
-    """S = q k^T / sqrt(HS), -inf where a query would see a later key."""
-    T = q.shape[-2]
-    s = (q @ np.swapaxes(k, -1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
-    return np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
+    return _attention_backward(dout, qkv, out, lse, n_head, (keep, dropout_threshold_scale(p)[1]))
 
 
 def attention_decode(q, k, v, n_past):
@@ -615,9 +606,7 @@ def attention_forward_bf16(qkv, n_head):
     """
     B, T, C3 = qkv.shape
     q, k, v = (_bf16_values(np.ascontiguousarray(a)) for a in _split_heads(qkv, n_head))
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    s = (q @ np.swapaxes(k, -1, -2)) * np.float32(scale)
-    s = np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
+    s = _causal_scores(q, k)                                       # float32, as q and k
     m = s.max(axis=-1, keepdims=True)
     e = np.exp(s - m)
     total = e.sum(axis=-1, keepdims=True)                          # l
@@ -641,9 +630,7 @@ def attention_backward_bf16(dout, qkv, out, lse, n_head):
     dy32 = dout.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
     dy = _bf16_values(np.ascontiguousarray(dy32))
     y = out.reshape(B, T, n_head, HS).transpose(0, 2, 1, 3)
-    s = (q @ np.swapaxes(k, -1, -2)) * scale
-    s = np.where(np.tril(np.ones((T, T), dtype=bool)), s, -np.inf)
-    p = np.exp(s - lse[..., None]).astype(np.float32)
+    p = np.exp(_causal_scores(q, k) - lse[..., None]).astype(np.float32)
     dv = np.swapaxes(_bf16_values(p), -1, -2) @ dy
     dp = dy @ np.swapaxes(v, -1, -2)
     D = (dy32 * y).sum(axis=-1, keepdims=True)
