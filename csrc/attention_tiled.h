@@ -80,14 +80,21 @@ inline uint32_t dropout_row_key(uint64_t seed, int64_t bh, int64_t T, int64_t i)
                  ((uint32_t)(r >> 32) * kGolden32));
 }
 
-// x[j] = keep(row, k0 + j) ? x[j] * scale : 0 for the kBc columns of a key tile.
-inline void dropout_row(float* __restrict__ x, uint32_t row_key, int64_t k0, uint32_t threshold,
-                        float scale) {
+// f[j] = keep(row, k0 + j) ? scale : 0 for the kBc columns of a key tile: the factors a row
+// of P (or dP) is multiplied by. The backward uses each row's factors twice (dP, then P).
+inline void dropout_factors(float* __restrict__ f, uint32_t row_key, int64_t k0,
+                            uint32_t threshold, float scale) {
 #pragma omp simd
     for (int64_t j = 0; j < kBc; j++) {
         const uint32_t u = mix32(row_key ^ ((uint32_t)(k0 + j) * kGolden32));
-        x[j] = u >= threshold ? x[j] * scale : 0.0f;
+        f[j] = u >= threshold ? scale : 0.0f;
     }
+}
+
+// x[j] *= f[j] for a row of kBc; a dropped entry becomes exactly 0 (even an inf or a NaN)
+inline void scale_row(float* __restrict__ x, const float* __restrict__ f) {
+#pragma omp simd
+    for (int64_t j = 0; j < kBc; j++) x[j] = f[j] != 0.0f ? x[j] * f[j] : 0.0f;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -412,8 +419,9 @@ void with_head_size(int64_t HS, F&& body) {
 // Per-thread scratch for the forward.
 struct ForwardScratch {
     std::vector<float> o, m, l, c, s;  // s: the tile's scores, then its exp(S - m), kBr x kBc
+    std::vector<float> keep;           // one row's dropout factors
     explicit ForwardScratch(int64_t HS)
-        : o(kBr * HS), m(kBr), l(kBr), c(kBr), s((kBr + 1) * kBc) {}
+        : o(kBr * HS), m(kBr), l(kBr), c(kBr), s((kBr + 1) * kBc), keep(kBc) {}
 };
 
 // One online-softmax step of one query row against one key tile. On entry s[0:n] holds the raw
@@ -492,9 +500,11 @@ void forward_tile(float* out, float* lse, const float* qkv, const float* kt_head
             const int64_t r = i - q0, n = min64(nk, i - k0 + 1);  // keys of this tile i sees
             // (zeros past n, so the pair's sum below reads zeros where only the second sees)
             c[r] = online_softmax_step<L>(w.s.data() + r * kBc, n, scale, m + r, l + r);
-            if (drop.on())  // l took every exp(S - m); o takes the kept ones (scale at the end)
-                dropout_row(w.s.data() + r * kBc, dropout_row_key(drop.seed, bh, T, i), k0,
-                            drop.threshold, 1.0f);
+            if (drop.on()) {  // l took every exp(S - m); o takes the kept ones (scale at the end)
+                dropout_factors(w.keep.data(), dropout_row_key(drop.seed, bh, T, i), k0,
+                                drop.threshold, 1.0f);
+                scale_row(w.s.data() + r * kBc, w.keep.data());
+            }
         }
         // pass 2: o = c o + exp(S - m) v, two queries at a time
         for (int64_t i = q0; i < q1; i += 2) {
@@ -527,8 +537,10 @@ void forward_tile(float* out, float* lse, const float* qkv, const float* kt_head
 
 struct BackwardScratch {
     std::vector<float> p, ds, dk, dv, D, s;
+    std::vector<float> keep;  // the block's dropout factors, kBr x kBc, for dP and then P
     BackwardScratch(int64_t HS, int64_t T)
-        : p(kBr * kBc), ds(kBr * kBc), dk(kBc * HS), dv(kBc * HS), D(T), s(2 * kBc) {}
+        : p(kBr * kBc), ds(kBr * kBc), dk(kBc * HS), dv(kBc * HS), D(T), s(2 * kBc),
+          keep(kBr * kBc) {}
 };
 
 // The packed copies of everything the backward reads (see PackedTiles).
@@ -649,11 +661,15 @@ void backward_block(const HeadGrad& g, int64_t k0, int64_t nk, int64_t q0, int64
         dot_tile2<L>(ds0, ds1, g.dy + i * HS, g.dy + i1 * HS, vtile, HS,  // dP
                      min64(nk, i1 - k0 + 1));
         if (g.drop.on()) {  // dP of the dropped probabilities, back to those before dropout
-            dropout_row(ds0, dropout_row_key(g.drop.seed, g.bh, g.T, i), k0, g.drop.threshold,
-                        g.drop.scale);
-            if (pair)
-                dropout_row(ds1, dropout_row_key(g.drop.seed, g.bh, g.T, i1), k0,
-                            g.drop.threshold, g.drop.scale);
+            float* f0 = w.keep.data() + r * kBc;
+            dropout_factors(f0, dropout_row_key(g.drop.seed, g.bh, g.T, i), k0, g.drop.threshold,
+                            g.drop.scale);
+            scale_row(ds0, f0);
+            if (pair) {
+                dropout_factors(f0 + kBc, dropout_row_key(g.drop.seed, g.bh, g.T, i1), k0,
+                                g.drop.threshold, g.drop.scale);
+                scale_row(ds1, f0 + kBc);
+            }
         }
         ds_row(ds0, w.p.data() + r * kBc, min64(nk, i - k0 + 1), w.D[i], g.scale);
         if (pair)
@@ -675,9 +691,8 @@ void backward_block(const HeadGrad& g, int64_t k0, int64_t nk, int64_t q0, int64
     }
     if (!want_dkv) return;
     if (g.drop.on())  // dV takes the probabilities out = Pd v used: kept and scaled
-        for (int64_t i = q0; i < q1; i++)
-            dropout_row(w.p.data() + (i - q0) * kBc, dropout_row_key(g.drop.seed, g.bh, g.T, i),
-                        k0, g.drop.threshold, g.drop.scale);
+        for (int64_t r = 0; r < q1 - q0; r++)
+            scale_row(w.p.data() + r * kBc, w.keep.data() + r * kBc);
     // dV_j += sum_i P_ij dout_i and dK_j += sum_i dS_ij q_i, over the queries i >= k0 + j that
     // see key j (the rows above have P = dS = 0, so a pair can start at the first key's row).
     for (int64_t j = 0; j < nk; j += 2) {
